@@ -1,0 +1,74 @@
+"""Pick the fastest available device and describe the machine in one line."""
+
+from __future__ import annotations
+
+import platform
+
+import torch
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """Return CUDA if present, else Apple MPS, else the CPU (notebook 01).
+
+    `prefer` ("cuda", "mps", "cpu") forces a choice; asking for a device that is
+    not there raises a ValueError that says what is available.
+    """
+    available = available_devices()
+    if prefer is not None:
+        kind = torch.device(prefer).type
+        if kind not in available:
+            raise ValueError(
+                f"device {prefer!r} is not available on this machine; available: {', '.join(available)}"
+            )
+        return torch.device(prefer)
+    return torch.device(available[0])
+
+
+def available_devices() -> list[str]:
+    """List usable device types, fastest first (notebook 01)."""
+    kinds = []
+    if torch.cuda.is_available():
+        kinds.append("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        kinds.append("mps")
+    kinds.append("cpu")
+    return kinds
+
+
+def device_name(device: torch.device | str) -> str:
+    """Human name of a device: the GPU model, 'Apple MPS' or the CPU model (notebook 01)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return f"Apple MPS ({platform.machine()})"
+    return _cpu_model()
+
+
+def describe_device(device: torch.device | str | None = None) -> str:
+    """One line for notebooks and logs: device, its name, torch version, CPU threads (notebook 01)."""
+    device = pick_device() if device is None else torch.device(device)
+    parts = [f"device={device.type}", device_name(device), f"torch {torch.__version__}"]
+    if device.type == "cuda":
+        parts.append(f"CUDA {torch.version.cuda}")
+    parts.append(f"{torch.get_num_threads()} CPU threads")
+    return " | ".join(parts)
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU runs bfloat16 matrix work natively (AVX512-BF16/AMX), so bf16 autocast pays off (notebook 06)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "CPU"

@@ -1,0 +1,48 @@
+"""Reduced mode: one switch that shrinks epochs and data so the whole course fits CI.
+
+It is on when `ALEXNET_REDUCED` is 1/true/yes, off when it is 0/false/no, and
+otherwise follows `CI` (set to `true` by GitHub Actions and by our `.ci/run`).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def _flag(name: str) -> bool | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(f"environment variable {name}={value!r} is not a truth value; use 1/true/yes or 0/false/no")
+
+
+def reduced_mode() -> bool:
+    """True when work should shrink for CI: ALEXNET_REDUCED wins, else CI (notebook 01)."""
+    forced = _flag("ALEXNET_REDUCED")
+    if forced is not None:
+        return forced
+    return bool(_flag("CI"))
+
+
+def pick(full: T, reduced: T) -> T:
+    """Return `reduced` in reduced mode, else `full` (notebook 01)."""
+    return reduced if reduced_mode() else full
+
+
+def mode_banner() -> str:
+    """A line to print at the top of every notebook and CLI run saying which mode is on (notebook 01)."""
+    if reduced_mode():
+        return ("REDUCED MODE (CI/ALEXNET_REDUCED): few epochs on a data subset; "
+                "numbers below are smoke-test values, not results")
+    return "full mode: full data and epochs"

@@ -1,0 +1,403 @@
+"""AlexNet-family models: one configurable builder, named presets and a layer-by-layer summary.
+
+Every network here is `features` (conv blocks) followed by `classifier` (Flatten and
+Linear layers) and returns logits; softmax belongs in the loss, not in the model.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+NORMS = ("none", "lrn", "batch")
+ACTIVATIONS = ("relu", "leaky_relu", "gelu")
+CONV_LAYER_RANGE = (3, 5)
+FC_LAYER_RANGE = (2, 4)
+IN_CHANNELS = 3  # RGB images only: CIFAR-10 and the ImageNet-sized paper input
+
+_PER_LAYER_FIELDS = ("conv_kernels", "conv_strides", "conv_paddings")
+_INDEX_FIELDS = ("pool_after", "norm_layers")
+_LARGEST_INPUT_SEARCHED = 4096
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of an AlexNet-family network; each field is one knob (notebook 02).
+
+    Per-layer tuples and layer indices count conv layers from 0 (0 = conv1).
+    `conv_channels` are the widths before the `width` multiplier, which scales
+    them with plain round() (at least 1 channel). BatchNorm sits between a conv and
+    its activation (the usual place); LRN sits after the activation, as in the paper.
+    Lists given for tuple fields (e.g. from JSON) are turned into tuples.
+    """
+
+    input_size: int = 32  # side of the square input image in pixels
+    conv_channels: tuple[int, ...] = (64, 192, 384, 256, 256)  # 3..5 conv layers
+    conv_kernels: tuple[int, ...] | None = None  # None: 3 for every layer
+    conv_strides: tuple[int, ...] | None = None  # None: 1 for every layer
+    conv_paddings: tuple[int, ...] | None = None  # None: kernel // 2, keeping the size at stride 1
+    pool_after: tuple[int, ...] = (0, 1, 4)  # conv layers followed by max-pooling
+    pool_kernel: int = 2  # the paper uses overlapping 3/2 pooling
+    pool_stride: int = 2
+    norm: str = "batch"  # "none" | "lrn" | "batch"
+    norm_layers: tuple[int, ...] | None = None  # conv layers that get the norm; None: all
+    activation: str = "relu"  # "relu" | "leaky_relu" | "gelu"
+    fc_layers: int = 3  # Linear layers including the class head: 2..4
+    fc_size: int = 1024  # width of each hidden Linear layer
+    dropout: float = 0.5  # before each hidden Linear layer, 0 <= p < 1 (0 adds no Dropout)
+    num_classes: int = 10
+    width: float = 1.0  # multiplier on conv_channels
+
+    def __post_init__(self) -> None:
+        for name in ("conv_channels", *_PER_LAYER_FIELDS, *_INDEX_FIELDS):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))
+        _validate(self)
+
+
+def _validate(config: ModelConfig) -> None:
+    """Raise ValueError naming the first knob that is out of range."""
+    _check_choice("norm", config.norm, NORMS)
+    _check_choice("activation", config.activation, ACTIVATIONS)
+    num_conv = len(config.conv_channels)
+    low, high = CONV_LAYER_RANGE
+    if not low <= num_conv <= high:
+        raise ValueError(f"conv_channels={config.conv_channels!r} gives {num_conv} conv layers; use {low}..{high}")
+    _check_range("fc_layers", config.fc_layers, *FC_LAYER_RANGE)
+    if not 0 <= config.dropout < 1:
+        raise ValueError(f"dropout={config.dropout!r} is not allowed; use 0 <= dropout < 1")
+    if not config.width > 0:
+        raise ValueError(f"width={config.width!r} is not allowed; use a multiplier > 0")
+    for name in ("input_size", "pool_kernel", "pool_stride", "fc_size", "num_classes"):
+        _check_positive(name, getattr(config, name))
+    for channels in config.conv_channels:
+        _check_positive("conv_channels entries", channels)
+    for name in _PER_LAYER_FIELDS:
+        _check_per_layer(name, getattr(config, name), num_conv)
+    for name in _INDEX_FIELDS:
+        _check_indices(name, getattr(config, name), num_conv)
+    _check_input_size(config)
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not allowed; choose one of {', '.join(allowed)}")
+
+
+def _check_range(name: str, value: int, low: int, high: int) -> None:
+    if not low <= value <= high:
+        raise ValueError(f"{name}={value!r} is not allowed; use {low}..{high}")
+
+
+def _check_positive(name: str, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{name}={value!r} is not allowed; use an integer >= 1")
+
+
+def _check_per_layer(name: str, values: tuple[int, ...] | None, num_conv: int) -> None:
+    if values is None:
+        return
+    if len(values) != num_conv:
+        raise ValueError(f"{name}={values!r} has {len(values)} entries; give one per conv layer ({num_conv}) or None")
+    smallest = 0 if name == "conv_paddings" else 1
+    if min(values) < smallest:
+        raise ValueError(f"{name}={values!r} is not allowed; every entry must be >= {smallest}")
+
+
+def _check_indices(name: str, values: tuple[int, ...] | None, num_conv: int) -> None:
+    if values is None:
+        return
+    bad = [i for i in values if not 0 <= i < num_conv]
+    if bad:
+        raise ValueError(f"{name}={values!r} names conv layers {bad} that do not exist; use indices 0..{num_conv - 1}")
+
+
+def _check_input_size(config: ModelConfig) -> None:
+    stage, size = _first_empty_stage(config, config.input_size)
+    if stage is None:
+        return
+    raise ValueError(
+        f"input_size={config.input_size} is too small: the output of {stage} would be "
+        f"{size}x{size}, smaller than 1x1; the minimum input_size for these "
+        f"kernels/strides/poolings is {_minimum_input_size(config)}"
+    )
+
+
+def _minimum_input_size(config: ModelConfig) -> int | None:
+    for size in range(1, _LARGEST_INPUT_SEARCHED + 1):
+        if _first_empty_stage(config, size)[0] is None:
+            return size
+    return None
+
+
+def _first_empty_stage(config: ModelConfig, input_size: int) -> tuple[str | None, int]:
+    """Name and size of the first stage whose output is smaller than 1x1, or (None, final size)."""
+    size = input_size
+    for i, (kernel, stride, padding) in enumerate(conv_geometry(config)):
+        size = _output_side(size, kernel, stride, padding)
+        if size < 1:
+            return f"conv{i + 1}", size
+        if i in config.pool_after:
+            size = _output_side(size, config.pool_kernel, config.pool_stride, 0)
+            if size < 1:
+                return f"the pooling after conv{i + 1}", size
+    return None, size
+
+
+def _output_side(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def conv_geometry(config: ModelConfig) -> list[tuple[int, int, int]]:
+    """(kernel, stride, padding) of each conv layer with the None defaults filled in (notebook 02)."""
+    num_conv = len(config.conv_channels)
+    kernels = config.conv_kernels or (3,) * num_conv
+    strides = config.conv_strides or (1,) * num_conv
+    paddings = config.conv_paddings or tuple(k // 2 for k in kernels)
+    return list(zip(kernels, strides, paddings))
+
+
+def scaled_channels(config: ModelConfig) -> tuple[int, ...]:
+    """Conv widths after the width multiplier, at least 1 each (notebook 02)."""
+    return tuple(max(1, round(c * config.width)) for c in config.conv_channels)
+
+
+def feature_shape(config: ModelConfig) -> tuple[int, int, int]:
+    """(channels, height, width) that `features` hands to the classifier (notebook 02)."""
+    side = _first_empty_stage(config, config.input_size)[1]
+    return scaled_channels(config)[-1], side, side
+
+
+def with_num_conv(config: ModelConfig, num_conv: int) -> ModelConfig:
+    """Same config with `num_conv` conv layers: keep the first num_conv-1 and the last (notebook 02).
+
+    Dropping middle layers keeps the final channel count, so the classifier input
+    keeps its shape; a pooling on a dropped layer moves to the last conv so the
+    network still downsamples. Adding layers is not supported: start from a
+    5-layer preset instead.
+    """
+    current = len(config.conv_channels)
+    if not CONV_LAYER_RANGE[0] <= num_conv <= current:
+        raise ValueError(
+            f"num_conv={num_conv!r} is not allowed for a {current}-layer config; "
+            f"use {CONV_LAYER_RANGE[0]}..{current} (start from a 5-layer preset for more)"
+        )
+    kept = [*range(num_conv - 1), current - 1]
+    new_index = {old: new for new, old in enumerate(kept)}
+    changes = {
+        name: None if getattr(config, name) is None else tuple(getattr(config, name)[i] for i in kept)
+        for name in ("conv_channels", *_PER_LAYER_FIELDS)
+    }
+    changes["pool_after"] = tuple(sorted({new_index.get(i, num_conv - 1) for i in config.pool_after}))
+    if config.norm_layers is not None:
+        changes["norm_layers"] = tuple(new_index[i] for i in config.norm_layers if i in new_index)
+    return replace(config, **changes)
+
+
+def _make_activation(name: str) -> nn.Module:
+    return {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU}[name]()
+
+
+def _conv_block(config: ModelConfig, index: int, in_channels: int, out_channels: int) -> list[nn.Module]:
+    kernel, stride, padding = conv_geometry(config)[index]
+    has_norm = config.norm != "none" and (config.norm_layers is None or index in config.norm_layers)
+    batch_norm = has_norm and config.norm == "batch"
+    # BatchNorm subtracts the mean, so a conv bias in front of it would be wasted parameters
+    layers = [nn.Conv2d(in_channels, out_channels, kernel, stride, padding, bias=not batch_norm)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(out_channels))
+    layers.append(_make_activation(config.activation))
+    if has_norm and config.norm == "lrn":
+        # constants from Krizhevsky et al. 2012, section 3.3
+        layers.append(nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0))
+    if index in config.pool_after:
+        layers.append(nn.MaxPool2d(config.pool_kernel, config.pool_stride))
+    return layers
+
+
+def _build_features(config: ModelConfig) -> nn.Sequential:
+    channels = (IN_CHANNELS, *scaled_channels(config))
+    layers = []
+    for i in range(len(channels) - 1):
+        layers += _conv_block(config, i, channels[i], channels[i + 1])
+    return nn.Sequential(*layers)
+
+
+def _build_classifier(config: ModelConfig) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Flatten()]
+    in_features = math.prod(feature_shape(config))
+    for _ in range(config.fc_layers - 1):
+        if config.dropout > 0:
+            layers.append(nn.Dropout(config.dropout))
+        layers += [nn.Linear(in_features, config.fc_size), _make_activation(config.activation)]
+        in_features = config.fc_size
+    layers.append(nn.Linear(in_features, config.num_classes))
+    return nn.Sequential(*layers)
+
+
+class AlexNet(nn.Module):
+    """AlexNet-family network built from a ModelConfig; forward returns logits (notebook 02)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.features = _build_features(config)
+        self.classifier = _build_classifier(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (batch, num_classes) for images of shape (batch, 3, H, W) (notebook 02)."""
+        return self.classifier(self.features(x))
+
+
+PRESETS: dict[str, ModelConfig] = {}
+
+# Krizhevsky et al. 2012 on one GPU (no grouped convs), with a 10-class head.
+PRESETS["alexnet_paper"] = ModelConfig(
+    input_size=227,
+    conv_channels=(96, 256, 384, 384, 256),
+    conv_kernels=(11, 5, 3, 3, 3),
+    conv_strides=(4, 1, 1, 1, 1),
+    conv_paddings=(0, 2, 1, 1, 1),
+    pool_after=(0, 1, 4),
+    pool_kernel=3,
+    pool_stride=2,
+    norm="lrn",
+    norm_layers=(0, 1),
+    fc_layers=3,
+    fc_size=4096,
+    dropout=0.5,
+)
+# The seed repository's variants: paper geometry, BatchNorm instead of LRN, one hidden FC layer.
+PRESETS["seed_5conv"] = replace(PRESETS["alexnet_paper"], norm="batch", fc_layers=2)
+PRESETS["seed_4conv"] = with_num_conv(PRESETS["seed_5conv"], 4)
+PRESETS["seed_3conv"] = with_num_conv(PRESETS["seed_5conv"], 3)
+# CIFAR-native AlexNet: 3x3 convs and three 2/2 poolings take 32x32 down to 256x4x4.
+PRESETS["cifar_alexnet"] = ModelConfig()
+# About a quarter of the conv compute of cifar_alexnet: the CPU recipe's model.
+PRESETS["cifar_alexnet_small"] = replace(
+    PRESETS["cifar_alexnet"], conv_channels=(32, 96, 192, 128, 128), fc_size=256, dropout=0.25
+)
+
+
+def resolve_config(name_or_config: str | ModelConfig = "cifar_alexnet", **overrides) -> ModelConfig:
+    """A preset name or config with field overrides applied; `num_conv=k` keeps k conv layers (notebook 02)."""
+    config = _lookup(name_or_config)
+    num_conv = overrides.pop("num_conv", None)
+    allowed = [f.name for f in fields(ModelConfig)]
+    unknown = sorted(set(overrides) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown model override(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}, num_conv")
+    config = replace(config, **overrides)
+    return config if num_conv is None else with_num_conv(config, num_conv)
+
+
+def _lookup(name_or_config: str | ModelConfig) -> ModelConfig:
+    if isinstance(name_or_config, ModelConfig):
+        return name_or_config
+    if name_or_config not in PRESETS:
+        raise ValueError(f"unknown model preset {name_or_config!r}; known presets: {', '.join(PRESETS)}")
+    return PRESETS[name_or_config]
+
+
+def build_model(name_or_config: str | ModelConfig = "cifar_alexnet", **overrides) -> AlexNet:
+    """Build an AlexNet-family model from a preset name or config plus field overrides (notebook 02)."""
+    return AlexNet(resolve_config(name_or_config, **overrides))
+
+
+def model_config_dict(model: AlexNet) -> dict:
+    """The model's config as a plain JSON-ready dict, for checkpoints (notebook 02)."""
+    return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(model.config).items()}
+
+
+def config_from_dict(data: dict) -> ModelConfig:
+    """Rebuild a ModelConfig from model_config_dict output, e.g. read from a checkpoint (notebook 02)."""
+    allowed = {f.name for f in fields(ModelConfig)}
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise ValueError(f"unknown model config key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    return ModelConfig(**data)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters, trainable or not (notebook 02)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def summarize(model: nn.Module, input_size: int | None = None) -> list[dict]:
+    """One row per leaf layer, in call order: layer, type, output_shape, params, flops per image (notebook 02).
+
+    FLOPs are what torch's FlopCounterMode reports: 2 x multiply-adds of convs and
+    matmuls, biases, activations, norms and poolings counted as 0.
+    """
+    size = _config_input_size(model) if input_size is None else input_size
+    leaves = {name: module for name, module in model.named_modules() if not any(module.children())}
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = [module.register_forward_hook(_shape_recorder(shapes, name)) for name, module in leaves.items()]
+    reference = next(model.parameters())
+    image = torch.zeros(1, IN_CHANNELS, size, size, device=reference.device, dtype=reference.dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(image)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    flops = counter.get_flop_counts()
+    # FlopCounterMode names modules "<ClassName>.<qualified name>"
+    prefix = type(model).__name__
+    return [
+        {
+            "layer": name,
+            "type": type(leaves[name]).__name__,
+            "output_shape": shape,
+            "params": count_parameters(leaves[name]),
+            "flops": int(sum(flops.get(f"{prefix}.{name}", {}).values())),
+        }
+        for name, shape in shapes.items()
+    ]
+
+
+def _config_input_size(model: nn.Module) -> int:
+    config = getattr(model, "config", None)
+    if config is None:
+        raise ValueError("input_size=None needs a model with a .config; pass input_size explicitly")
+    return config.input_size
+
+
+def _shape_recorder(shapes: dict[str, tuple[int, ...]], name: str):
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        shapes[name] = tuple(output.shape[1:])
+
+    return hook
+
+
+def total_flops(model: nn.Module, input_size: int | None = None) -> int:
+    """FLOPs of one forward pass of one image, as FlopCounterMode counts them (notebook 02)."""
+    return sum(row["flops"] for row in summarize(model, input_size))
+
+
+def format_summary(rows: list[dict]) -> str:
+    """summarize() rows as an aligned text table with a total line (notebook 02)."""
+    header = ("layer", "type", "output_shape", "params", "flops")
+    body = [
+        (row["layer"], row["type"], "x".join(map(str, row["output_shape"])), f"{row['params']:,}", f"{row['flops']:,}")
+        for row in rows
+    ]
+    total = ("total", "", "", f"{sum(r['params'] for r in rows):,}", f"{sum(r['flops'] for r in rows):,}")
+    table = [header, *body, total]
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    # text columns left-aligned, number columns right-aligned so digits line up
+    lines = [
+        "  ".join(
+            cell.ljust(width) if i < 3 else cell.rjust(width) for i, (cell, width) in enumerate(zip(line, widths))
+        ).rstrip()
+        for line in table
+    ]
+    return "\n".join(lines)

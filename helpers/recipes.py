@@ -1,0 +1,129 @@
+"""Named training recipes shared by the notebooks, the benchmarks and the command line."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .mode import reduced_mode
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("onecycle", "cosine", "step", "constant")
+LOSSES = ("ce", "softmax_ce", "bce_softmax")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+@dataclass
+class Recipe:
+    """Everything that defines a training run except the seed and the device (notebook 03)."""
+
+    name: str = "custom"
+    model: str = "cifar_alexnet_small"
+    model_overrides: dict = field(default_factory=dict)
+    epochs: int = 10
+    batch_size: int = 256
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 5e-4
+    decay_norm_and_bias: bool = False
+    schedule: str = "onecycle"
+    warmup: float = 0.25
+    label_smoothing: float = 0.0
+    loss: str = "ce"
+    augment: bool = True
+    amp: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    tta: bool = True
+    train_limit: int | None = None
+    test_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        check_recipe(self)
+
+    def replace(self, **changes) -> Recipe:
+        """A copy with some fields changed; unknown fields are an error (notebook 03)."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ValueError(f"unknown recipe field(s) {unknown}; known fields: {sorted(known)}")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict of the recipe (notebook 03)."""
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+
+def _one_of(knob: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{knob}={value!r} is not known; choose one of {', '.join(allowed)}")
+
+
+def check_recipe(r: Recipe) -> None:
+    """Reject impossible hyperparameters with a message naming the field (notebook 03)."""
+    _one_of("optimizer", r.optimizer, OPTIMIZERS)
+    _one_of("schedule", r.schedule, SCHEDULES)
+    _one_of("loss", r.loss, LOSSES)
+    _one_of("amp", r.amp, AMP_MODES)
+    positive = {"epochs": r.epochs, "batch_size": r.batch_size, "lr": r.lr}
+    for knob, value in positive.items():
+        if not value > 0:
+            raise ValueError(f"{knob} must be positive, got {value}")
+    ranges = {"momentum": (r.momentum, 0, 1), "warmup": (r.warmup, 0, 1), "label_smoothing": (r.label_smoothing, 0, 1)}
+    for knob, (value, lo, hi) in ranges.items():
+        if not lo <= value < hi:
+            raise ValueError(f"{knob} must lie in [{lo}, {hi}), got {value}")
+    if r.weight_decay < 0:
+        raise ValueError(f"weight_decay must be >= 0, got {r.weight_decay}")
+    if not all(0 <= b < 1 for b in r.betas) or len(r.betas) != 2:
+        raise ValueError(f"betas must be two numbers in [0, 1) (Adam has betas, not momentum), got {r.betas}")
+    for knob in ("train_limit", "test_limit"):
+        value = getattr(r, knob)
+        if value is not None and value < 1:
+            raise ValueError(f"{knob} must be a positive number of images or None, got {value}")
+
+
+RECIPES: dict[str, Recipe] = {
+    # The seed repository: 3-conv AlexNet on 227x227 upscaled images, Adam 1e-4 with L2 5e-4 on
+    # every parameter, batch 128, BCE on softmax outputs, fp32, no augmentation, 20 epochs.
+    "seed": Recipe(
+        name="seed", model="seed_3conv", epochs=20, batch_size=128, optimizer="adam", lr=1e-4,
+        weight_decay=5e-4, decay_norm_and_bias=True, schedule="constant", loss="bce_softmax",
+        augment=False, amp="off", channels_last=False, tta=False,
+    ),
+    # Tuned for a 2-core CPU with bf16 (AVX512-BF16): a narrow CIFAR-native AlexNet, one-cycle
+    # SGD with Nesterov momentum, label smoothing, crop+flip augmentation, flip TTA at test time.
+    "cpu": Recipe(
+        name="cpu", model="cifar_alexnet_small", epochs=14, batch_size=256, optimizer="sgd", lr=0.2,
+        weight_decay=5e-4, schedule="onecycle", warmup=0.25, label_smoothing=0.1, amp="bf16",
+    ),
+    # For one CUDA GPU: the full-width CIFAR-native AlexNet, same recipe family, bf16 autocast.
+    # Not yet measured on a GPU (see README): the settings follow the CPU recipe scaled up.
+    "gpu": Recipe(
+        name="gpu", model="cifar_alexnet", epochs=30, batch_size=512, optimizer="sgd", lr=0.4,
+        weight_decay=5e-4, schedule="onecycle", warmup=0.2, label_smoothing=0.1, amp="auto",
+    ),
+}
+
+# What reduced mode (CI) keeps of any recipe: every code path, little data.
+REDUCED = {"epochs": 2, "train_limit": 2048, "test_limit": 1000}
+
+
+def get_recipe(name: str = "cpu", reduced: bool | None = None, **overrides) -> Recipe:
+    """A named recipe ('seed', 'cpu', 'gpu'), shrunk in reduced mode, with field overrides (notebook 03)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    recipe = RECIPES[name]
+    if reduced_mode() if reduced is None else reduced:
+        recipe = recipe.replace(**{k: v for k, v in REDUCED.items() if k not in overrides})
+    return recipe.replace(**overrides)
+
+
+def recipe_for_device(device_type: str) -> str:
+    """The recipe name that suits a device type: 'gpu' on CUDA, else 'cpu' (notebook 03)."""
+    return "gpu" if device_type == "cuda" else "cpu"
