@@ -1,0 +1,39 @@
+"""The first code cell of every notebook: device, mode banner, plotting defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .device import describe_device, pick_device
+from .mode import mode_banner
+
+
+def start(seed: int = 0) -> torch.device:
+    """Pick the device, seed everything, set plot defaults and print what this run is (every notebook)."""
+    import matplotlib.pyplot as plt
+
+    from .train import seed_everything
+
+    device = pick_device()
+    seed_everything(seed)
+    plt.rcParams.update({"figure.dpi": 90, "axes.spines.top": False, "axes.spines.right": False})
+    print(describe_device(device))
+    print(mode_banner())
+    if device.type == "cpu":
+        print("No GPU found: the course picks its CPU recipe. On Colab: Runtime > Change runtime type > GPU.")
+    return device
+
+
+def runs_dir() -> Path:
+    """Folder for checkpoints and run records: `runs/` of a checkout, else ~/.cache/alexnet-cifar10/runs (notebook 03)."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / "runs"
+    return Path.home() / ".cache" / "alexnet-cifar10" / "runs"
+
+
+def course_checkpoint() -> Path:
+    """Where notebook 03 saves the course model and notebook 04 loads it (notebooks 03, 04)."""
+    return runs_dir() / "course" / "checkpoint.pt"

@@ -1,0 +1,85 @@
+"""Plots the notebooks share: image grids, training curves (also live), learning-rate schedules."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import torch
+
+from .recipes import Recipe
+
+
+def show_images(images: torch.Tensor, labels: Sequence[int] | None = None, classes: Sequence[str] | None = None,
+                ncols: int = 8, title: str | None = None, size: float = 1.3):
+    """Show uint8 (N, 3, H, W) images in a grid with optional class names (notebook 01)."""
+    n = len(images)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * 1.15), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(images[i].permute(1, 2, 0).cpu().numpy())
+            if labels is not None:
+                name = classes[int(labels[i])] if classes is not None else str(int(labels[i]))
+                ax.set_title(name, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(history: Sequence[dict], title: str | None = None, axes=None):
+    """Loss and accuracy per epoch, train and test, side by side (notebook 03)."""
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    epochs = [row["epoch"] for row in history]
+    ax_loss, ax_acc = axes
+    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
+    ax_loss.plot(epochs, [r["test_loss"] for r in history], "o-", label="test")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
+    ax_acc.plot(epochs, [r["train_acc"] for r in history], "o-", label="train")
+    ax_acc.plot(epochs, [r["test_acc"] for r in history], "o-", label="test")
+    if history and "test_acc_tta" in history[0]:
+        ax_acc.plot(epochs, [r["test_acc_tta"] for r in history], "--", label="test, flip-TTA")
+    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if title:
+        ax_loss.figure.suptitle(title)
+    ax_loss.figure.tight_layout()
+    return ax_loss.figure
+
+
+class LivePlot:
+    """A `fit` callback that redraws the loss/accuracy curves after every epoch (notebook 03)."""
+
+    def __init__(self, title: str | None = None) -> None:
+        self.title = title
+        self.handle = None
+
+    def __call__(self, history, model) -> None:
+        from IPython.display import display
+
+        fig = plot_history(history, self.title)
+        if self.handle is None:
+            self.handle = display(fig, display_id=True)
+        else:
+            self.handle.update(fig)
+        plt.close(fig)
+
+
+def plot_lr_schedule(recipe: Recipe, steps_per_epoch: int, ax=None):
+    """The learning rate a recipe uses at every step (notebook 03)."""
+    from .train import lr_factor
+
+    total = recipe.epochs * steps_per_epoch
+    steps = range(total)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3))
+    ax.plot([s / steps_per_epoch for s in steps], [recipe.lr * lr_factor(recipe.schedule, s, total, recipe.warmup)
+                                                   for s in steps])
+    ax.set(xlabel="epoch", ylabel="learning rate", title=f"{recipe.schedule} schedule, peak {recipe.lr:g}")
+    ax.grid(alpha=0.3)
+    return ax.figure
