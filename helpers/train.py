@@ -495,6 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: `python -m helpers.train --help` (notebook 03)."""
     from .data import CIFAR10Error, load_cifar10
     from .mode import mode_banner
+    from .models import resolve_config
 
     args = _parser().parse_args(argv)
     try:
@@ -509,6 +510,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "compile": True if args.compile else None,
         }
         recipe = get_recipe(name, **{k: v for k, v in flags.items() if v is not None})
+        resolve_config(recipe.model, **recipe.model_overrides)  # an unknown model fails before any work
         run_dir = Path(args.run_dir or f"runs/{recipe.name}-seed{args.seed}")
         _prepare_run_dir(run_dir, args.resume)
         data = load_cifar10(args.data_root, download=not args.no_download)
@@ -539,7 +541,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
     if (run_dir / "checkpoint.pt").exists() and not resume:
         raise ValueError(f"{run_dir} already holds a checkpoint; pass --resume to continue it or pick another --run-dir")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(f"cannot create the run folder {run_dir}: {err}; choose another --run-dir") from err
     probe = run_dir / ".write-test"
     try:
         probe.write_bytes(b"x" * 1024)

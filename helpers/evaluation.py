@@ -1,0 +1,437 @@
+"""Evaluating a trained classifier: confusion matrix, per-class metrics, calibration, mistakes, what the layers see.
+
+Everything here works on the outputs of `helpers.train.predict`: a (N, C) tensor of class
+probabilities and a (N,) tensor of integer labels, so it runs the same after any model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+from torch import nn
+
+from .recipes import Recipe
+
+TIMING_KEYS = ("train_seconds", "train_seconds_total", "images_per_s")
+
+
+# ---------------------------------------------------------------- checks
+
+
+def _check_probs_labels(probs: torch.Tensor, labels: torch.Tensor) -> None:
+    if probs.ndim != 2:
+        raise ValueError(f"probs must have shape (N, num_classes), got {tuple(probs.shape)}")
+    if labels.ndim != 1 or len(labels) != len(probs):
+        raise ValueError(f"labels must have shape ({len(probs)},) to match probs, got {tuple(labels.shape)}")
+    if len(labels) == 0:
+        raise ValueError("probs and labels are empty: there is nothing to evaluate")
+    _check_class_range("labels", labels, probs.shape[1])
+
+
+def _check_class_range(name: str, values: torch.Tensor, num_classes: int) -> None:
+    if values.dtype.is_floating_point or values.dtype == torch.bool:
+        raise ValueError(f"{name} must be integer class indices, got dtype {values.dtype}")
+    if len(values) and (values.min() < 0 or values.max() >= num_classes):
+        raise ValueError(f"{name} must lie in 0..{num_classes - 1}, found {values.min().item()}..{values.max().item()}")
+
+
+# ---------------------------------------------------------------- counts and metrics
+
+
+def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
+    """Counts C[i, j] of images of true class i predicted as class j, as int64 (notebook 04)."""
+    labels, preds = torch.as_tensor(labels).cpu(), torch.as_tensor(preds).cpu()
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+    if labels.ndim != 1 or labels.shape != preds.shape:
+        raise ValueError(f"labels and preds must be 1-d of equal length, got {tuple(labels.shape)} and {tuple(preds.shape)}")
+    _check_class_range("labels", labels, num_classes)
+    _check_class_range("preds", preds, num_classes)
+    flat = labels.long() * num_classes + preds.long()
+    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def _check_cm(cm: torch.Tensor) -> torch.Tensor:
+    cm = torch.as_tensor(cm)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"a confusion matrix must be square (C, C), got {tuple(cm.shape)}")
+    if (cm < 0).any():
+        raise ValueError("a confusion matrix holds counts; found negative entries")
+    return cm
+
+
+def per_class_metrics(cm: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Precision, recall, F1 (0 where undefined) and support of each class from a confusion matrix (notebook 04)."""
+    cm = _check_cm(cm).double()
+    tp = cm.diag()
+    predicted = cm.sum(0)  # column sums: how often each class was predicted
+    support = cm.sum(1)  # row sums: how many images each class has
+    precision = torch.where(predicted > 0, tp / predicted.clamp(min=1), torch.zeros_like(tp))
+    recall = torch.where(support > 0, tp / support.clamp(min=1), torch.zeros_like(tp))
+    denom = precision + recall
+    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp(min=1e-12), torch.zeros_like(tp))
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support.long()}
+
+
+def metrics_table(cm: torch.Tensor, classes: Sequence[str]):
+    """Per-class precision/recall/F1/support as a pandas DataFrame with a macro-average row (notebook 04)."""
+    import pandas as pd
+
+    cm = _check_cm(cm)
+    if len(classes) != cm.shape[0]:
+        raise ValueError(f"{len(classes)} class names for a {cm.shape[0]}x{cm.shape[0]} confusion matrix")
+    m = per_class_metrics(cm)
+    table = pd.DataFrame({k: v.numpy() for k, v in m.items()}, index=list(classes))
+    table.loc["macro average"] = [m["precision"].mean().item(), m["recall"].mean().item(), m["f1"].mean().item(),
+                                  int(m["support"].sum())]
+    table["support"] = table["support"].astype(int)
+    table.index.name = "class"
+    return table
+
+
+def top_confusions(cm: torch.Tensor, classes: Sequence[str] | None = None, k: int = 5) -> list[dict]:
+    """The k largest off-diagonal cells: true class, predicted class, count and share of the true class (notebook 04)."""
+    cm = _check_cm(cm)
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    n = cm.shape[0]
+    names = list(classes) if classes is not None else [str(i) for i in range(n)]
+    if len(names) != n:
+        raise ValueError(f"{len(names)} class names for a {n}x{n} confusion matrix")
+    off = cm.clone()
+    off.fill_diagonal_(-1)
+    flat = off.flatten()
+    # stable order: largest count first, then row-major position
+    order = sorted(range(n * n), key=lambda i: (-int(flat[i]), i))
+    rows = []
+    support = cm.sum(1)
+    for i in order[:k]:
+        t, p = divmod(i, n)
+        if flat[i] <= 0:
+            break
+        rows.append({"true": names[t], "predicted": names[p], "count": int(cm[t, p]),
+                     "share_of_true": float(cm[t, p]) / max(int(support[t]), 1)})
+    return rows
+
+
+def top_k_accuracy(probs: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
+    """Percent of images whose true class is among the k most probable (notebook 04)."""
+    _check_probs_labels(probs, labels)
+    if not 1 <= k <= probs.shape[1]:
+        raise ValueError(f"k must lie in 1..{probs.shape[1]}, got {k}")
+    top = probs.topk(k, dim=1).indices
+    return 100.0 * (top == labels[:, None]).any(1).float().mean().item()
+
+
+def confident_mistakes(probs: torch.Tensor, labels: torch.Tensor, k: int = 16) -> torch.Tensor:
+    """Indices of the (up to) k wrong predictions made with the highest confidence, most confident first (notebook 04)."""
+    _check_probs_labels(probs, labels)
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    conf, pred = probs.max(1)
+    wrong = (pred != labels).nonzero().squeeze(1)
+    order = conf[wrong].argsort(descending=True, stable=True)
+    return wrong[order[:k]]
+
+
+# ---------------------------------------------------------------- calibration
+
+
+def calibration_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> list[dict]:
+    """Equal-width confidence bins (lo, hi]: count, mean confidence and accuracy of each (notebook 04)."""
+    _check_probs_labels(probs, labels)
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    conf, pred = probs.double().max(1)
+    correct = (pred == labels).double()
+    # bin m holds confidences in (m/M, (m+1)/M]; a confidence of exactly 0 goes to the first bin
+    index = (torch.ceil(conf * n_bins).long() - 1).clamp(0, n_bins - 1)
+    bins = []
+    for m in range(n_bins):
+        sel = index == m
+        count = int(sel.sum())
+        bins.append({
+            "lo": m / n_bins, "hi": (m + 1) / n_bins, "count": count,
+            "confidence": conf[sel].mean().item() if count else float("nan"),
+            "accuracy": correct[sel].mean().item() if count else float("nan"),
+        })
+    return bins
+
+
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
+    """ECE: the count-weighted mean |accuracy - confidence| over confidence bins, as a fraction (notebook 04).
+
+    Guo et al. 2017 ("On Calibration of Modern Neural Networks", ICML) use 15 bins.
+    """
+    bins = calibration_bins(probs, labels, n_bins)
+    n = sum(b["count"] for b in bins)
+    return sum(b["count"] / n * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"])
+
+
+def plot_reliability_diagram(bins: Sequence[dict], ece: float | None = None, ax=None):
+    """Accuracy against confidence per bin, with the diagonal of perfect calibration (notebook 04)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 4.5))
+    width = bins[0]["hi"] - bins[0]["lo"]
+    filled = [b for b in bins if b["count"]]
+    ax.bar([b["lo"] for b in filled], [b["accuracy"] for b in filled], width=width, align="edge",
+           edgecolor="k", alpha=0.8, label="accuracy in bin")
+    ax.bar([b["lo"] for b in filled], [b["confidence"] - b["accuracy"] for b in filled], bottom=[b["accuracy"] for b in filled],
+           width=width, align="edge", color="tab:red", alpha=0.3, label="gap to mean confidence")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    title = "reliability diagram" + (f" (ECE {100 * ece:.2f}%)" if ece is not None else "")
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max probability)", ylabel="accuracy", title=title)
+    ax.legend(loc="upper left", fontsize=8)
+    return ax.figure
+
+
+# ---------------------------------------------------------------- pictures
+
+
+def plot_confusion_matrix(cm: torch.Tensor, classes: Sequence[str], normalize: bool = True, ax=None):
+    """Seaborn heatmap of a confusion matrix, rows normalised to percent of the true class if asked (notebook 04)."""
+    import seaborn as sns
+
+    cm = _check_cm(cm)
+    values = cm.double()
+    if normalize:
+        values = 100 * values / values.sum(1, keepdim=True).clamp(min=1)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.5, 6.5))
+    sns.heatmap(values.numpy(), annot=True, fmt=".0f",
+                cmap="Blues", xticklabels=classes, yticklabels=classes, ax=ax, square=True,
+                cbar_kws={"label": "% of true class" if normalize else "images"})
+    ax.set(xlabel="predicted class", ylabel="true class",
+           title="confusion matrix" + (" (row %)" if normalize else " (counts)"))
+    return ax.figure
+
+
+def show_predictions(images: torch.Tensor, labels: Sequence[int], probs: torch.Tensor, classes: Sequence[str],
+                     ncols: int = 8, title: str | None = None):
+    """Image grid titled "true→pred (p)" per image, green when right and red when wrong (notebook 04)."""
+    from .plots import show_images
+
+    if len(images) != len(labels) or len(images) != len(probs):
+        raise ValueError(f"{len(images)} images, {len(labels)} labels and {len(probs)} probability rows must match")
+    fig = show_images(images, ncols=ncols, title=title, size=1.6)
+    conf, pred = torch.as_tensor(probs).max(1)
+    for ax, t, p, c in zip(fig.axes, labels, pred.tolist(), conf.tolist()):
+        ax.set_title(f"{classes[int(t)]}→{classes[p]} ({c:.2f})", fontsize=7,
+                     color="tab:green" if int(t) == p else "tab:red")
+    return fig
+
+
+def filter_grid(weight: torch.Tensor, ncols: int = 16, ax=None):
+    """First-layer conv filters (out, 3, k, k) as small RGB pictures, each scaled to [0, 1] (notebook 04)."""
+    if weight.ndim != 4 or weight.shape[1] != 3:
+        raise ValueError(f"expected RGB conv filters of shape (out, 3, k, k), got {tuple(weight.shape)}")
+    w = weight.detach().float().cpu()
+    lo = w.amin(dim=(1, 2, 3), keepdim=True)
+    hi = w.amax(dim=(1, 2, 3), keepdim=True)
+    w = (w - lo) / (hi - lo).clamp(min=1e-12)
+    n, _, k, _ = w.shape
+    nrows = -(-n // ncols)
+    pad = 1
+    canvas = torch.ones(3, nrows * (k + pad) + pad, ncols * (k + pad) + pad)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        canvas[:, pad + r * (k + pad):pad + r * (k + pad) + k, pad + c * (k + pad):pad + c * (k + pad) + k] = w[i]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(ncols * 0.5, nrows * 0.5 + 0.4))
+    ax.imshow(canvas.permute(1, 2, 0).numpy(), interpolation="nearest")
+    ax.axis("off")
+    ax.set_title(f"{n} first-layer filters, {k}x{k}")
+    return ax.figure
+
+
+_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.GELU)
+
+
+@torch.no_grad()
+def conv_activations(model: nn.Module, image: torch.Tensor, num_convs: int = 2) -> dict[str, torch.Tensor]:
+    """Feature maps after the activation of each of the first `num_convs` conv layers, for one image (notebook 04).
+
+    `image` is one normalised (3, H, W) float image; the model must have a Sequential `features`.
+    Keys are "conv1", "conv2", ...; values have shape (channels, h, w) on the CPU.
+    """
+    features = getattr(model, "features", None)
+    if not isinstance(features, nn.Sequential):
+        raise ValueError("conv_activations needs a model with an nn.Sequential `features` (an AlexNet from helpers.models)")
+    if image.ndim != 3:
+        raise ValueError(f"image must be one (3, H, W) tensor, got {tuple(image.shape)}")
+    total = sum(isinstance(m, nn.Conv2d) for m in features)
+    if not 1 <= num_convs <= total:
+        raise ValueError(f"num_convs must lie in 1..{total} for this model, got {num_convs}")
+    was_training = model.training
+    model.eval()
+    param = next(model.parameters())
+    x = image[None].to(param.device, param.dtype)
+    out, convs = {}, 0
+    try:
+        for layer in features:
+            x = layer(x)
+            if isinstance(layer, nn.Conv2d):
+                convs += 1
+            elif isinstance(layer, _ACTIVATIONS) and convs and f"conv{convs}" not in out:
+                out[f"conv{convs}"] = x[0].float().cpu()
+                if len(out) == num_convs:
+                    break
+    finally:
+        model.train(was_training)
+    return out
+
+
+def plot_feature_maps(maps: torch.Tensor, n: int = 16, ncols: int = 8, title: str | None = None):
+    """The first n channels of (C, h, w) feature maps as grey images (notebook 04)."""
+    if maps.ndim != 3:
+        raise ValueError(f"feature maps must have shape (C, h, w), got {tuple(maps.shape)}")
+    n = min(n, maps.shape[0])
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 1.1, nrows * 1.1 + 0.3), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(maps[i].numpy(), cmap="viridis")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_top_k(image: torch.Tensor, probs: torch.Tensor, classes: Sequence[str], label: int | None = None, k: int = 3):
+    """One uint8 (3, H, W) image beside a bar chart of its k most probable classes (notebook 04)."""
+    if probs.ndim != 1 or len(probs) != len(classes):
+        raise ValueError(f"probs must be one row of {len(classes)} class probabilities, got {tuple(probs.shape)}")
+    values, indices = probs.topk(min(k, len(probs)))
+    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(6.5, 2.4), gridspec_kw={"width_ratios": [1, 1.8]})
+    ax_img.imshow(image.permute(1, 2, 0).cpu().numpy())
+    ax_img.axis("off")
+    if label is not None:
+        ax_img.set_title(f"true: {classes[int(label)]}", fontsize=9)
+    names = [classes[i] for i in indices.tolist()]
+    colors = ["tab:green" if label is not None and i == int(label) else "tab:gray" for i in indices.tolist()]
+    ax_bar.barh(names[::-1], values.tolist()[::-1], color=colors[::-1])
+    ax_bar.set(xlim=(0, 1), xlabel="probability", title=f"top-{len(names)} predictions")
+    for y, v in enumerate(values.tolist()[::-1]):
+        ax_bar.text(min(v + 0.02, 0.85), y, f"{v:.2f}", va="center", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def prediction_explorer(images: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, classes: Sequence[str],
+                        k: int = 3):
+    """An ipywidgets slider over test images showing each with its top-k predicted classes (notebook 04)."""
+    import ipywidgets as widgets
+
+    if not len(images) == len(probs) == len(labels):
+        raise ValueError(f"{len(images)} images, {len(probs)} probability rows and {len(labels)} labels must match")
+
+    def show(index: int) -> None:
+        plot_top_k(images[index], probs[index], classes, int(labels[index]), k)
+        plt.show()
+
+    slider = widgets.IntSlider(value=0, min=0, max=len(images) - 1, step=1, description="test image",
+                               continuous_update=False)
+    return widgets.interact(show, index=slider)
+
+
+# ---------------------------------------------------------------- runs and recorded results
+
+
+def describe_run(recipe: Recipe, device: torch.device | str | None = None, history: Sequence[dict] | None = None) -> str:
+    """One line of settings for a printed result: device, recipe, epochs, train/test images (notebooks 03, 04)."""
+    train_images = recipe.train_limit if recipe.train_limit is not None else 50_000
+    test_images = recipe.test_limit if recipe.test_limit is not None else 10_000
+    epochs = len(history) if history else recipe.epochs
+    where = f"device={torch.device(device).type}, " if device is not None else ""
+    return (f"{where}recipe={recipe.name} (model {recipe.model}), epochs={epochs}/{recipe.epochs}, "
+            f"train images={train_images}, test images={test_images}")
+
+
+def state_dict_differences(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Tensors that differ between two state_dicts: name -> max |a - b| (inf if shapes differ); {} if equal (notebook 03)."""
+    if set(a) != set(b):
+        raise ValueError(f"the state_dicts hold different tensors: only in first {sorted(set(a) - set(b))}, "
+                         f"only in second {sorted(set(b) - set(a))}")
+    out = {}
+    for name in a:
+        x, y = a[name], b[name]
+        if x.shape != y.shape:
+            out[name] = float("inf")
+        elif not torch.equal(x, y):
+            out[name] = (x.double() - y.double()).abs().max().item()
+    return out
+
+
+def without_timing(history: Sequence[dict]) -> list[dict]:
+    """History rows without the wall-clock fields, for comparing two runs (notebook 03)."""
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
+
+
+def results_dir() -> Path:
+    """Folder of recorded results (JSON): `results/` of a checkout, else ~/.cache/alexnet-cifar10/results (notebook 03)."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file():
+        return checkout / "results"
+    return Path.home() / ".cache" / "alexnet-cifar10" / "results"
+
+
+def load_result_records(folder: str | os.PathLike) -> dict[str, list[dict]]:
+    """Recorded training runs from folder/*.json: file name -> records with recipe and history; {} if none (notebook 03)."""
+    folder = Path(folder)
+    found: dict[str, list[dict]] = {}
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        records = data if isinstance(data, list) else [data]
+        runs = [r for r in records if isinstance(r, dict) and "recipe" in r and isinstance(r.get("history"), list)]
+        if runs:
+            found[path.name] = runs
+    return found
+
+
+def time_to_accuracy_table(records: Sequence[dict]):
+    """One row per recorded run: recipe, seed, device, epochs, final accuracy, training time, time to targets (notebook 03)."""
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        history = r.get("history") or []
+        last = history[-1] if history else {}
+        recipe = r["recipe"]["name"] if isinstance(r["recipe"], dict) else r["recipe"]
+        row = {
+            "recipe": recipe, "seed": r.get("seed"), "device": r.get("device"), "epochs": len(history),
+            "final test_acc %": last.get("test_acc"), "final flip-TTA %": last.get("test_acc_tta"),
+            "train seconds": last.get("train_seconds_total"),
+        }
+        for target, seconds in (r.get("time_to") or {}).items():
+            row[f"s to {target}%"] = seconds
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_time_to_accuracy(records: Sequence[dict], targets: Sequence[float] = (81.37,), ax=None):
+    """Test accuracy against cumulative training seconds, one line per run, with target lines (notebook 03)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    for r in records:
+        history = r.get("history") or []
+        recipe = r["recipe"]["name"] if isinstance(r["recipe"], dict) else r["recipe"]
+        label = f"{recipe}, seed {r['seed']}" if r.get("seed") is not None else str(recipe)
+        ax.plot([h["train_seconds_total"] for h in history], [h["test_acc"] for h in history], "o-", ms=3, label=label)
+    for t in targets:
+        ax.axhline(t, color="gray", ls="--", lw=1)
+        ax.annotate(f"{t}%", (0, t), xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color="gray")
+    ax.set(xlabel="training seconds (evaluation excluded)", ylabel="test accuracy (%)", title="time to accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax.figure

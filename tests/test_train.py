@@ -1,0 +1,233 @@
+"""The training engine, recipes and command line (helpers/train.py, helpers/recipes.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from helpers.data import GpuLoader
+from helpers.models import build_model
+from helpers.recipes import REDUCED, Recipe, get_recipe
+from helpers.train import (
+    TrainingError,
+    amp_dtype,
+    compute_loss,
+    fit,
+    load_checkpoint,
+    lr_factor,
+    main,
+    param_groups,
+    seed_everything,
+)
+
+TIMING = {"train_seconds", "train_seconds_total", "images_per_s"}
+
+
+def tiny_loaders(n: int = 128, seed: int = 0):
+    gen = torch.Generator().manual_seed(123)
+    images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (n,), generator=gen)
+    return (GpuLoader(images, labels, 32, seed=seed), GpuLoader(images[:64], labels[:64], 32, train=False))
+
+
+def tiny_recipe(**changes) -> Recipe:
+    base = Recipe(name="tiny", model="cifar_alexnet_small", epochs=3, batch_size=32, lr=0.05, amp="off", tta=True,
+                  channels_last=False)
+    return base.replace(**changes)
+
+
+def run(recipe: Recipe, seed: int = 0, **kwargs):
+    seed_everything(seed)
+    model = build_model(recipe.model, **recipe.model_overrides)
+    train, test = tiny_loaders(seed=seed)
+    return model, fit(model, train, test, recipe, device="cpu", progress=False, **kwargs)
+
+
+def without_timing(history):
+    return [{k: v for k, v in row.items() if k not in TIMING} for row in history]
+
+
+def test_history_has_every_metric():
+    _, history = run(tiny_recipe(epochs=2))
+    assert [r["epoch"] for r in history] == [1, 2]
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "test_acc_tta", "lr", "train_seconds",
+                "train_seconds_total", "images_per_s"):
+        assert key in history[0]
+    assert history[1]["train_seconds_total"] == pytest.approx(history[0]["train_seconds"] + history[1]["train_seconds"])
+    assert history.column("epoch") == [1, 2]
+
+
+def test_same_seed_gives_identical_history_on_cpu():
+    _, a = run(tiny_recipe(), seed=3)
+    _, b = run(tiny_recipe(), seed=3)
+    _, c = run(tiny_recipe(), seed=4)
+    assert without_timing(a) == without_timing(b)
+    assert without_timing(a) != without_timing(c)
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    recipe = tiny_recipe(epochs=4)
+    full_model, full = run(recipe, seed=1)
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    _, part = run(recipe, seed=1, checkpoint=ckpt, stop_after=2)
+    assert len(part) == 2 and ckpt.is_file()
+    # A fresh process would rebuild everything; a different global seed must not matter.
+    seed_everything(99)
+    resumed_model = build_model(recipe.model)
+    train, test = tiny_loaders(seed=1)
+    resumed = fit(resumed_model, train, test, recipe, device="cpu", progress=False, checkpoint=ckpt, resume=True)
+    assert without_timing(resumed) == without_timing(full)
+    for (name, a), b in zip(full_model.state_dict().items(), resumed_model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert not list(tmp_path.glob("run/*.tmp"))  # atomic write leaves no temp file
+
+
+def test_checkpoint_of_another_architecture_names_both(tmp_path):
+    ckpt = tmp_path / "c.pt"
+    run(tiny_recipe(epochs=1), checkpoint=ckpt)
+    other = build_model("cifar_alexnet_small", activation="gelu")
+    with pytest.raises(TrainingError, match=r"different architecture(.|\n)*checkpoint:.*relu(.|\n)*this model:.*gelu"):
+        load_checkpoint(ckpt, other)
+
+
+def test_missing_checkpoint_says_how_to_get_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="train first"):
+        load_checkpoint(tmp_path / "none.pt")
+
+
+def test_non_finite_loss_stops_with_epoch_step_and_lr():
+    with pytest.raises(TrainingError, match=r"non-finite.*epoch 1, step \d+ \(learning rate"):
+        run(tiny_recipe(lr=1e12, schedule="constant", optimizer="sgd", weight_decay=0))
+
+
+def test_out_of_memory_suggests_smaller_batch(monkeypatch):
+    model = build_model("cifar_alexnet_small")
+
+    def boom(x):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(model, "forward", boom)
+    train, test = tiny_loaders()
+    with pytest.raises(TrainingError, match="out of memory at batch size 32.*--batch-size 16"):
+        fit(model, train, test, tiny_recipe(), device="cpu", progress=False)
+
+
+def test_losses():
+    logits = torch.tensor([[10.0, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
+    right, wrong = torch.tensor([0]), torch.tensor([1])
+    assert compute_loss("ce", logits, right) < 1e-3
+    # A softmax before CrossEntropyLoss squashes the loss: even a perfect answer costs -log(e / (e + 9)).
+    floor = -math.log(math.e / (math.e + 9))
+    assert compute_loss("softmax_ce", logits, right).item() == pytest.approx(floor, abs=1e-3)
+    assert compute_loss("softmax_ce", logits, wrong) < compute_loss("ce", logits, wrong) / 3
+    assert 0 < compute_loss("bce_softmax", logits, wrong) < compute_loss("ce", logits, wrong)
+    with pytest.raises(ValueError, match="loss='mse'.*ce, softmax_ce, bce_softmax"):
+        compute_loss("mse", logits, right)
+
+
+def test_schedules():
+    total = 100
+    one = [lr_factor("onecycle", s, total, 0.25) for s in range(total + 1)]
+    assert one[0] == pytest.approx(0.1) and max(one) == pytest.approx(1.0) and one[-1] == 0
+    assert one.index(max(one)) == 25
+    cos = [lr_factor("cosine", s, total, 0.0) for s in range(total + 1)]
+    assert cos[0] == 1 and cos[-1] == pytest.approx(0, abs=1e-9) and cos[50] == pytest.approx(0.5)
+    assert [lr_factor("step", s, total) for s in (0, 49, 50, 75)] == pytest.approx([1, 1, 0.1, 0.01])
+    assert lr_factor("constant", 77, total) == 1
+    with pytest.raises(ValueError, match="schedule='linear'"):
+        lr_factor("linear", 0, total)
+
+
+def test_weight_decay_skips_norms_and_biases():
+    model = build_model("cifar_alexnet_small")
+    decay, no_decay = param_groups(model, 5e-4)
+    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    assert no_decay["weight_decay"] == 0 and len(no_decay["params"]) > 0
+    everything, nothing = param_groups(model, 5e-4, decay_norm_and_bias=True)
+    assert len(nothing["params"]) == 0 and len(everything["params"]) == len(list(model.parameters()))
+
+
+def test_amp_choice():
+    cpu = torch.device("cpu")
+    assert amp_dtype("auto", cpu) is None and amp_dtype("off", cpu) is None
+    assert amp_dtype("fp16", cpu) == torch.float16
+
+
+@pytest.mark.parametrize("changes, match", [
+    ({"optimizer": "rmsprop"}, "optimizer='rmsprop'.*sgd, adam, adamw"),
+    ({"lr": -1.0}, "lr must be positive"),
+    ({"epochs": 0}, "epochs must be positive"),
+    ({"batch_size": 0}, "batch_size must be positive"),
+    ({"momentum": 1.5}, r"momentum must lie in \[0, 1\)"),
+    ({"betas": (0.9, 1.2)}, "Adam has betas, not momentum"),
+    ({"schedule": "warmup"}, "schedule='warmup'"),
+    ({"amp": "fp8"}, "amp='fp8'"),
+    ({"train_limit": 0}, "train_limit"),
+    ({"colour": "red"}, r"unknown recipe field\(s\) \['colour'\]"),
+])
+def test_impossible_recipes_are_rejected(changes, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_recipe(**changes)
+
+
+def test_named_recipes_and_reduced_mode(monkeypatch):
+    monkeypatch.setenv("ALEXNET_REDUCED", "1")
+    reduced = get_recipe("cpu")
+    assert reduced.epochs == REDUCED["epochs"] and reduced.train_limit == REDUCED["train_limit"]
+    assert get_recipe("cpu", epochs=5).epochs == 5
+    monkeypatch.setenv("ALEXNET_REDUCED", "0")
+    monkeypatch.setenv("CI", "true")
+    assert get_recipe("cpu").train_limit is None  # our variable wins over CI
+    seed = get_recipe("seed")
+    assert (seed.model, seed.optimizer, seed.lr, seed.batch_size, seed.loss, seed.epochs) == (
+        "seed_3conv", "adam", 1e-4, 128, "bce_softmax", 20)
+    with pytest.raises(ValueError, match="unknown recipe 'fast'.*seed, cpu, gpu"):
+        get_recipe("fast")
+
+
+# ---------------------------------------------------------------- command line
+
+
+def cli(cifar_root, tmp_path, *extra):
+    return main(["--data-root", str(cifar_root), "--no-download", "--run-dir", str(tmp_path / "run"),
+                 "--batch-size", "16", "--test-limit", "20", "--no-progress", "--amp", "off", *extra])
+
+
+def test_cli_end_to_end_and_resume(cifar_root, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ALEXNET_REDUCED", "1")
+    assert cli(cifar_root, tmp_path, "--epochs", "2") == 0
+    out = capsys.readouterr().out
+    assert "device=cpu" in out and "REDUCED MODE" in out and "epoch   2:" in out and "done: test accuracy" in out
+    run_dir = tmp_path / "run"
+    for name in ("config.json", "history.json", "history.csv", "checkpoint.pt", "metrics.json"):
+        assert (run_dir / name).is_file(), name
+    assert len(json.loads((run_dir / "history.json").read_text())) == 2
+    # Without --resume an existing run is protected; with it and more epochs training continues.
+    assert cli(cifar_root, tmp_path, "--epochs", "3") == 2
+    assert "--resume" in capsys.readouterr().out
+    assert cli(cifar_root, tmp_path, "--epochs", "3", "--resume") == 0
+    history = json.loads((run_dir / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2, 3]
+
+
+def test_cli_errors(cifar_root, tmp_path, capsys):
+    assert cli(cifar_root, tmp_path, "--model", "resnet50") == 2
+    assert "unknown" in capsys.readouterr().out.lower()
+    assert main(["--data-root", str(tmp_path / "nothing"), "--no-download", "--run-dir", str(tmp_path / "r")]) == 2
+    assert "CIFAR10_ROOT" in capsys.readouterr().out
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    assert main(["--data-root", str(cifar_root), "--run-dir", str(blocked / "run")]) == 2
+    assert "cannot create the run folder" in capsys.readouterr().out
+
+
+def test_cli_help_documents_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--recipe", "--model", "--epochs", "--lr", "--resume", "--amp", "--loss", "--run-dir"):
+        assert option in text
