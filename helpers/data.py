@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -99,6 +100,19 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, c
     if cache:
         _write_cache(cache_path, stamp, tensors)
     return Cifar10(**tensors, classes=classes, root=root)
+
+
+def dataset_label(root: str | os.PathLike | None = None) -> str:
+    """'CIFAR-10 (JPEG mirror)' for the offline copy, else 'CIFAR-10': the name to print beside every figure (notebook 01)."""
+    root = Path(root).expanduser() if root is not None else default_root()
+    try:
+        with open(root / FOLDER / TEST_FILES[0], "rb") as f:
+            names = pickle.load(f, encoding="latin1").get("filenames", [])
+    except (OSError, EOFError, pickle.UnpicklingError, AttributeError):
+        return "CIFAR-10"
+    # prepare_cifar10.py names images <class>_<NNNN>.png; the official files use WordNet-style names.
+    mirror = bool(names) and re.fullmatch("(" + "|".join(CLASSES) + r")_\d{4}\.png", str(names[0])) is not None
+    return "CIFAR-10 (JPEG mirror)" if mirror else "CIFAR-10"
 
 
 def download_cifar10(root: str | os.PathLike) -> None:

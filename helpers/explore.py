@@ -174,7 +174,8 @@ def double_softmax_sweep(
 ) -> pd.DataFrame:
     """Loss and gradient norm of each loss kind on random logits times each scale, labels right or random (notebook 02).
 
-    `labels="argmax"` rows: the label is the largest logit (a confident, correct
+    Logits are standard normal times `scale`; `mean_top_prob` is the mean largest
+    softmax probability, i.e. how confident such a network is. `labels="argmax"` rows: the label is the largest logit (a confident, correct
     network); `labels="random"` rows: a random class (mostly wrong, as at the start).
     """
     if batch < 1 or num_classes < 2:
@@ -187,8 +188,10 @@ def double_softmax_sweep(
         if not scale >= 0:
             raise ValueError(f"scales must be >= 0, got {scale}")
         logits = base * scale
+        top_prob = logits.softmax(1).max(1).values.mean().item()  # how confident the "network" is at this scale
         for label_kind, labels in (("argmax", base.argmax(1)), ("random", random_labels)):
             for kind in kinds:
                 loss, grad = loss_and_gradient(kind, logits, labels)
-                rows.append({"scale": scale, "labels": label_kind, "loss_kind": kind, "loss": loss, "grad_norm": grad})
+                rows.append({"scale": scale, "mean_top_prob": top_prob, "labels": label_kind, "loss_kind": kind,
+                             "loss": loss, "grad_norm": grad})
     return pd.DataFrame(rows)
