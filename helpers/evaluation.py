@@ -181,8 +181,10 @@ def plot_reliability_diagram(bins: Sequence[dict], ece: float | None = None, ax=
     filled = [b for b in bins if b["count"]]
     ax.bar([b["lo"] for b in filled], [b["accuracy"] for b in filled], width=width, align="edge",
            edgecolor="k", alpha=0.8, label="accuracy in bin")
-    ax.bar([b["lo"] for b in filled], [b["confidence"] - b["accuracy"] for b in filled], bottom=[b["accuracy"] for b in filled],
-           width=width, align="edge", color="tab:red", alpha=0.3, label="gap to mean confidence")
+    ax.plot([b["confidence"] for b in filled], [b["confidence"] for b in filled], "o", color="tab:red", ms=4,
+            label="mean confidence in bin")
+    ax.vlines([b["confidence"] for b in filled], [b["accuracy"] for b in filled], [b["confidence"] for b in filled],
+              color="tab:red", lw=1.5, label="gap |accuracy - confidence|")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     title = "reliability diagram" + (f" (ECE {100 * ece:.2f}%)" if ece is not None else "")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max probability)", ylabel="accuracy", title=title)
@@ -223,6 +225,7 @@ def show_predictions(images: torch.Tensor, labels: Sequence[int], probs: torch.T
     for ax, t, p, c in zip(fig.axes, labels, pred.tolist(), conf.tolist()):
         ax.set_title(f"{classes[int(t)]}→{classes[p]} ({c:.2f})", fontsize=7,
                      color="tab:green" if int(t) == p else "tab:red")
+    fig.tight_layout()
     return fig
 
 
@@ -430,7 +433,8 @@ def plot_time_to_accuracy(records: Sequence[dict], targets: Sequence[float] = (8
         ax.plot([h["train_seconds_total"] for h in history], [h["test_acc"] for h in history], "o-", ms=3, label=label)
     for t in targets:
         ax.axhline(t, color="gray", ls="--", lw=1)
-        ax.annotate(f"{t}%", (0, t), xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color="gray")
+        ax.annotate(f"{t}%", (0.01, t), xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color="gray")
+    ax.set_xlim(left=0)
     ax.set(xlabel="training seconds (evaluation excluded)", ylabel="test accuracy (%)", title="time to accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

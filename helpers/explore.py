@@ -175,8 +175,9 @@ def double_softmax_sweep(
     """Loss and gradient norm of each loss kind on random logits times each scale, labels right or random (notebook 02).
 
     Logits are standard normal times `scale`; `mean_top_prob` is the mean largest
-    softmax probability, i.e. how confident such a network is. `labels="argmax"` rows: the label is the largest logit (a confident, correct
-    network); `labels="random"` rows: a random class (mostly wrong, as at the start).
+    softmax probability, i.e. how confident such a network is. `labels="argmax"`
+    rows: the label is the largest logit (a confident, correct network);
+    `labels="random"` rows: a random class (mostly wrong, as at the start).
     """
     if batch < 1 or num_classes < 2:
         raise ValueError(f"need batch >= 1 and num_classes >= 2, got batch={batch}, num_classes={num_classes}")

@@ -213,8 +213,9 @@ def _conv_block(config: ModelConfig, index: int, in_channels: int, out_channels:
         layers.append(nn.BatchNorm2d(out_channels))
     layers.append(_make_activation(config.activation))
     if has_norm and config.norm == "lrn":
-        # constants from Krizhevsky et al. 2012, section 3.3
-        layers.append(nn.LocalResponseNorm(size=5, alpha=1e-4, beta=0.75, k=2.0))
+        # Krizhevsky et al. 2012, section 3.3: k=2, n=5, alpha=1e-4, beta=0.75. PyTorch divides alpha
+        # by n inside the sum, so the paper's alpha is passed as n * 1e-4 (notebook 02 checks this).
+        layers.append(nn.LocalResponseNorm(size=5, alpha=5 * 1e-4, beta=0.75, k=2.0))
     if index in config.pool_after:
         layers.append(nn.MaxPool2d(config.pool_kernel, config.pool_stride))
     return layers

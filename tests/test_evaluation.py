@@ -26,6 +26,7 @@ from helpers.evaluation import (  # noqa: E402
     per_class_metrics,
     plot_confusion_matrix,
     plot_reliability_diagram,
+    plot_time_to_accuracy,
     show_predictions,
     state_dict_differences,
     time_to_accuracy_table,
@@ -159,6 +160,13 @@ def test_ece_and_bins_hand_example():
         calibration_bins(probs, labels, 0)
 
 
+def test_calibration_bins_are_closed_on_the_right():
+    # Guo et al.'s bins are (lo, hi]: a confidence of exactly 0.5 falls in the first of two bins, 1.0 in the last
+    probs = one_hot_probs(torch.zeros(3, dtype=torch.long), 2, torch.tensor([0.5, 0.5, 1.0]))
+    counts = [b["count"] for b in calibration_bins(probs, torch.zeros(3, dtype=torch.long), n_bins=2)]
+    assert counts == [2, 1]
+
+
 def test_calibration_rejects_mismatched_labels():
     with pytest.raises(ValueError, match="labels must have shape"):
         expected_calibration_error(torch.full((4, 3), 1 / 3), torch.zeros(3, dtype=torch.long))
@@ -219,7 +227,17 @@ def test_recorded_results_are_read_and_tabled(tmp_path):
     assert table.loc[0, "s to 81.37%"] == 200.0
 
 
+def test_time_to_accuracy_plot_has_one_line_per_run():
+    history = [{"test_acc": 50.0, "train_seconds_total": 10.0}, {"test_acc": 70.0, "train_seconds_total": 20.0}]
+    fig = plot_time_to_accuracy([{"recipe": "a", "seed": 0, "history": history},
+                                 {"recipe": {"name": "b"}, "history": history[:1]}], targets=(60,))
+    ax = fig.axes[0]
+    assert [line.get_label() for line in ax.lines[:2]] == ["a, seed 0", "b"]
+    assert list(ax.lines[0].get_xdata()) == [10.0, 20.0] and list(ax.lines[0].get_ydata()) == [50.0, 70.0]
+
+
 def test_describe_run_names_the_settings():
     line = describe_run(get_recipe("cpu", reduced=False, epochs=3, train_limit=1024), "cpu", [{}, {}])
     assert line == ("device=cpu, recipe=cpu (model cifar_alexnet_small), epochs=2/3, train images=1024, "
                     "test images=10000")
+    assert describe_run(get_recipe("seed", reduced=True)).startswith("recipe=seed (model seed_3conv), epochs=2/2")

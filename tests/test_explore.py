@@ -143,7 +143,7 @@ def test_double_softmax_sweep_squashes_loss_and_gradient():
     frame = double_softmax_sweep([0.0, 10.0], batch=64)
     assert len(frame) == 2 * 2 * 3
     assert frame.loc[frame["scale"] == 0, "mean_top_prob"].iloc[0] == pytest.approx(0.1)  # uniform over 10 classes
-    assert frame.loc[frame["scale"] == 10, "mean_top_prob"].iloc[0] > 0.9
+    assert frame.loc[frame["scale"] == 10, "mean_top_prob"].iloc[0] > 0.8
     pick = frame.set_index(["scale", "labels", "loss_kind"])
     # confidently wrong: CE keeps a large gradient, CE on softmax outputs almost none and a bounded loss
     assert pick.loc[(10.0, "random", "ce"), "grad_norm"] > 10 * pick.loc[(10.0, "random", "softmax_ce"), "grad_norm"]
