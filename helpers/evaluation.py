@@ -188,7 +188,7 @@ def plot_reliability_diagram(bins: Sequence[dict], ece: float | None = None, ax=
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     title = "reliability diagram" + (f" (ECE {100 * ece:.2f}%)" if ece is not None else "")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max probability)", ylabel="accuracy", title=title)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="best", fontsize=7)
     return ax.figure
 
 

@@ -1,0 +1,121 @@
+"""Render the README's "Measured" section from the records in results/, so the README always matches them.
+
+    python benchmarks/measured.py [--results results] [--readme README.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+START, END = "<!-- MEASURED -->", "<!-- /MEASURED -->"
+
+
+def _mean_std(values: list[float], fmt: str = ".2f") -> str:
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{statistics.mean(values):{fmt}} ± {statistics.stdev(values):{fmt}}"
+
+
+def _median_reached(values: list[float | None]) -> str:
+    reached = [v for v in values if v is not None]
+    if not reached:
+        return "not reached"
+    note = "" if len(reached) == len(values) else f" ({len(reached)}/{len(values)} seeds)"
+    return f"{statistics.median(reached):.0f} s{note}"
+
+
+def recipe_rows(results: Path) -> list[str]:
+    """One table row per recipe and device from results/time_to_accuracy_*.json."""
+    rows = []
+    for path in sorted(results.glob("time_to_accuracy_*.json")):
+        records = [r for r in json.loads(path.read_text()) if not r.get("reduced_mode")]
+        by_device: dict[str, list[dict]] = {}
+        for r in records:
+            by_device.setdefault(r["device"], []).append(r)
+        for device, runs in by_device.items():
+            r0 = runs[0]
+            tta = [r["final_test_acc_tta"] for r in runs if r.get("final_test_acc_tta") is not None]
+            key = "time_to_tta" if r0.get("time_to_tta") else "time_to"
+            rows.append(
+                f"| `{r0['recipe']['name']}` | {len(runs)} ({', '.join(str(r['seed']) for r in runs)}) "
+                f"| {_mean_std([r['final_test_acc'] for r in runs])} | {_mean_std(tta)} "
+                f"| {_mean_std([r['train_seconds'] for r in runs], '.0f')} "
+                f"| {_median_reached([r[key]['81.37'] for r in runs])} | {_median_reached([r[key]['85'] for r in runs])} "
+                f"| {device}; {r0['data']}; {r0['date'][:10]} |"
+            )
+    return rows
+
+
+def data_lines(results: Path) -> list[str]:
+    """Lines on the data pipeline from results/bench_data_*.json."""
+    lines = []
+    for path in sorted(results.glob("bench_data_*.json")):
+        r = json.loads(path.read_text())
+        loaders = r["loaders"]
+        lines += [
+            f"Data pipeline ({r['device']}, {r['data']}, {r['date'][:10]}; `python benchmarks/bench_data.py`, "
+            f"medians of {r['repeats']}):",
+            "",
+            f"- loading both splits: first load {r['first_load_s']:.2f} s (parsing the batches), "
+            f"cached load {r['cached_load_s']:.2f} s;",
+        ]
+        for name, label in (("gpu_resident_32_augmented", "GPU-resident loader, 32×32, shuffle + crop + flip"),
+                            ("classic_32", "classic DataLoader, 32×32, PIL crop + flip"),
+                            ("classic_resize_227", "classic DataLoader with the seed's Resize(227)")):
+            if name in loaders:
+                lines.append(f"- {label}: {loaders[name]['images_per_s']:,.0f} images/s "
+                             f"({loaders[name]['images']:,} images, {r['classic_workers']} workers for the classic path);")
+        lines.append("")
+    return lines
+
+
+def section(results: Path) -> str:
+    """The whole Measured section as Markdown."""
+    rows = recipe_rows(results)
+    lines = [START, ""]
+    if rows:
+        lines += [
+            "Accuracy on the 10,000 test images after the last epoch, mean ± std over seeds; training seconds exclude "
+            "evaluation; time-to-accuracy is the median over seeds of the training seconds until the first epoch whose "
+            "test accuracy (flip-TTA where the recipe uses it) reaches the target "
+            "(`python benchmarks/time_to_accuracy.py --recipe NAME --seeds 0 1 2`).",
+            "",
+            "| recipe | seeds | test acc % | flip-TTA acc % | training s | to 81.37% | to 85% | hardware; data; date |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| seed repository, as reported | — | 81.37 | — | — | — | — | its own GPU, official CIFAR-10 |",
+            *rows,
+            "",
+        ]
+    lines += data_lines(results)
+    if not rows:
+        lines += ["No recipe records yet: run `python benchmarks/time_to_accuracy.py`.", ""]
+    lines.append(END)
+    return "\n".join(lines)
+
+
+def write_readme_section(readme: Path, results: Path) -> None:
+    """Replace the Measured section of a README (between the markers) with one rendered from `results`."""
+    text = readme.read_text()
+    if START not in text:
+        raise ValueError(f"{readme} has no {START} marker to write under")
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1] if END in rest else rest
+    readme.write_text(head + section(results) + tail)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--results", default="results")
+    p.add_argument("--readme", default="README.md")
+    args = p.parse_args()
+    write_readme_section(Path(args.readme), Path(args.results))
+    print(f"updated {args.readme} from {args.results}/")
+
+
+if __name__ == "__main__":
+    main()
