@@ -22,13 +22,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from .mode import reduced_mode
 from .recipes import Recipe, get_recipe
 
 BASELINE_RECIPE = "cpu"
-# A reduced sweep run is a smoke test: one epoch on a sliver of the data.
-REDUCED_SWEEP = {"epochs": 1, "train_limit": 1024, "test_limit": 500}
+# A reduced sweep run is a smoke test: one epoch on a sliver of the data, in batches of 64 so that it
+# still takes 16 optimiser steps.
+REDUCED_SWEEP = {"epochs": 1, "train_limit": 1024, "test_limit": 500, "batch_size": 64}
 OUTPUT_NAME = "ablations.json"
 
 
@@ -146,14 +148,6 @@ def recipe_key(recipe: Recipe) -> str:
 # ---------------------------------------------------------------- results files
 
 
-def results_folder() -> Path:
-    """`results/` of a checkout (recorded, committed), else ~/.cache/alexnet-cifar10/results (notebook 05)."""
-    checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "pyproject.toml").is_file():
-        return checkout / "results"
-    return Path.home() / ".cache" / "alexnet-cifar10" / "results"
-
-
 def default_output(full: bool | None = None, shard: tuple[int, int] | None = None) -> Path:
     """Where a sweep writes: results/ablations.json in full mode, runs/ablations-reduced.json otherwise (notebook 05).
 
@@ -161,10 +155,11 @@ def default_output(full: bool | None = None, shard: tuple[int, int] | None = Non
     writes its own file (ablations-shard1of4.json) so shards on several machines never
     write the same file; `load_records` reads them all back together.
     """
+    from .evaluation import results_dir
     from .notebook import runs_dir
 
     full = (not reduced_mode()) if full is None else full
-    folder, stem = (results_folder(), "ablations") if full else (runs_dir(), "ablations-reduced")
+    folder, stem = (results_dir(), "ablations") if full else (runs_dir(), "ablations-reduced")
     if shard is not None:
         stem += f"-shard{shard[0] + 1}of{shard[1]}"
     return folder / f"{stem}.json"
@@ -261,7 +256,7 @@ def run_sweep(
     """Train each variant x seed, appending a record per run to `out`; recorded runs are skipped if `resume` (notebook 05).
 
     `full=None` follows reduced mode; reduced runs use REDUCED_SWEEP (1 epoch, 1024
-    train / 500 test images). `out=None` picks `default_output(full, shard)`.
+    train / 500 test images, batch 64). `out=None` picks `default_output(full, shard)`.
     `resume=False` reruns this sweep's runs and replaces their old records. A run whose
     loss turns non-finite is recorded with status "diverged" instead of stopping the
     sweep. Returns the records of this sweep's runs (also those skipped).
@@ -389,7 +384,31 @@ def summarize_sweep(records: Sequence[dict], groups: Iterable[str] | None = None
     order = {g: i for i, g in enumerate(GROUPS)}
     table = pd.DataFrame(out)
     table = table.sort_values(["group", "order"], key=lambda s: s.map(order) if s.name == "group" else s)
-    return table.drop(columns="order").reset_index(drop=True)[columns]
+    table = table.reset_index(drop=True)
+    deltas, verdicts = [], []
+    for _, row in table.iterrows():
+        ref = table[(table["group"] == row["group"]) & (table["order"] == 0)].iloc[0]
+        delta, verdict = _verdict(row, ref)
+        deltas.append(delta)
+        verdicts.append(verdict)
+    table["delta_vs_reference"] = deltas
+    table["verdict"] = verdicts
+    return table.drop(columns="order")[columns + ["delta_vs_reference", "verdict"]]
+
+
+def _verdict(row, ref) -> tuple[float, str]:
+    """Difference from the reference and whether it exceeds twice the seeds' combined spread."""
+    if row["order"] == 0:
+        return 0.0, "reference"
+    delta = row["test_acc_mean"] - ref["test_acc_mean"]
+    if math.isnan(delta):
+        return delta, "diverged"
+    noise = math.hypot(row["test_acc_std"], ref["test_acc_std"])
+    if math.isnan(noise):
+        return delta, "one seed: no spread to compare with"
+    if abs(delta) > 2 * noise:
+        return delta, "better" if delta > 0 else "worse"
+    return delta, "within noise"
 
 
 def _mean_std(mean: float, std: float, n: int) -> str:
@@ -399,7 +418,7 @@ def _mean_std(mean: float, std: float, n: int) -> str:
 
 
 def plot_sweep(records: Sequence[dict], groups: Iterable[str] | None = None, ncols: int = 3, metric: str = "test_acc"):
-    """Bar chart per group: mean test accuracy per variant with ±1 std error bars over seeds (notebook 05)."""
+    """Bar chart per group: mean test accuracy per variant, ±1 std error bars over seeds, a dotted chance line (notebook 05)."""
     import matplotlib.pyplot as plt
     import pandas as pd
     import seaborn as sns
@@ -420,13 +439,76 @@ def plot_sweep(records: Sequence[dict], groups: Iterable[str] | None = None, nco
         sns.barplot(data=part, x="label", y=metric, hue="is_reference", errorbar="sd", capsize=0.15, ax=ax,
                     palette={True: "#9e9e9e", False: "#4c72b0"}, legend=False)
         sns.stripplot(data=part, x="label", y=metric, color="black", size=3, ax=ax)
-        ax.set(title=GROUPS[g].title, xlabel="", ylabel="test accuracy (%)" if metric == "test_acc" else metric)
+        if metric.startswith("test_acc"):
+            ax.axhline(10.0, color="gray", ls=":", lw=1)  # chance: one class in ten
+        ax.set(title=GROUPS[g].title, xlabel="", ylabel="test accuracy (%)" if metric.startswith("test_acc") else metric)
         ax.tick_params(axis="x", labelrotation=20)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(shown):]:
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------- the losses, looked at through their gradients
+
+
+def exact_loss(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """A loss of helpers.train.compute_loss written so that it stays exact for confident logits, in float64 (notebook 05).
+
+    PyTorch's binary_cross_entropy clamps log(p) and its gradient to stay finite, and
+    in float32 a confident softmax rounds p to exactly 0 or 1. Here log(1 - p_i) is
+    computed as logsumexp of the other logits minus logsumexp of all, which never rounds.
+    """
+    z = logits.double()
+    if kind == "ce":
+        return F.cross_entropy(z, labels)
+    if kind == "softmax_ce":
+        return F.cross_entropy(z.softmax(1), labels)
+    if kind != "bce_softmax":
+        raise ValueError(f"loss={kind!r} is not known; choose one of ce, softmax_ce, bce_softmax")
+    n, c = z.shape
+    log_p = z.log_softmax(1)
+    others = z.unsqueeze(1).expand(n, c, c).masked_fill(torch.eye(c, dtype=torch.bool, device=z.device), float("-inf"))
+    log_not_p = others.logsumexp(2) - z.logsumexp(1, keepdim=True)  # log(1 - p_i) = log(sum of the other p_j)
+    target = F.one_hot(labels, c).double()
+    return -(target * log_p + (1 - target) * log_not_p).mean()
+
+
+def loss_gradient_table(scales: Sequence[float] = (0.5, 2.0, 8.0), batch: int = 2048, num_classes: int = 10,
+                        seed: int = 0, kinds: Sequence[str] = ("softmax_ce", "bce_softmax")):
+    """Per-example gradient of each loss w.r.t. the logits, compared with CE's: size ratio and direction (notebook 05).
+
+    Logits are random normals times `scale` (bigger scale = a more confident network);
+    labels are either the largest logit ("right") or another class ("wrong"). Returns
+    the mean gradient norm, its ratio to CE's, and the mean cosine between the loss's
+    and CE's gradient (1 = same direction). Computed exactly, with `exact_loss`.
+    """
+    import pandas as pd
+
+    if batch < 1 or num_classes < 2:
+        raise ValueError(f"need batch >= 1 and num_classes >= 2, got batch={batch}, num_classes={num_classes}")
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.randn(batch, num_classes, generator=gen, dtype=torch.float64)
+    right = base.argmax(1)
+    wrong = (right + torch.randint(1, num_classes, (batch,), generator=gen)) % num_classes
+    rows = []
+    for scale in scales:
+        if not scale > 0:
+            raise ValueError(f"scales must be positive, got {scale}")
+        for name, labels in (("right", right), ("wrong", wrong)):
+            grads = {}
+            for kind in ("ce", *kinds):
+                logits = (base * scale).requires_grad_(True)
+                (grad,) = torch.autograd.grad(exact_loss(kind, logits, labels), logits)
+                grads[kind] = grad * batch  # the loss is a batch mean: undo it to get each example's gradient
+            ce_norm = grads["ce"].norm(dim=1)
+            for kind in kinds:
+                norm = grads[kind].norm(dim=1)
+                cosine = F.cosine_similarity(grads[kind], grads["ce"], dim=1)
+                rows.append({"scale": scale, "label": name, "loss": kind, "grad_norm": norm.mean().item(),
+                             "ratio_to_ce": (norm.mean() / ce_norm.mean()).item(), "cosine_to_ce": cosine.mean().item()})
+    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------- command line
@@ -447,7 +529,8 @@ def _parser():
                       help="full-size runs: the baseline recipe's epochs on all 50,000/10,000 images")
     mode.add_argument("--reduced", dest="full", action="store_false",
                       help=f"smoke-test runs: {REDUCED_SWEEP['epochs']} epoch, {REDUCED_SWEEP['train_limit']} train / "
-                           f"{REDUCED_SWEEP['test_limit']} test images (default: follows ALEXNET_REDUCED/CI)")
+                           f"{REDUCED_SWEEP['test_limit']} test images, batch {REDUCED_SWEEP['batch_size']} "
+                           f"(default: follows ALEXNET_REDUCED/CI)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds to run (default: 0 1 2)")
     p.add_argument("--groups", nargs="+", choices=list(GROUPS), metavar="GROUP",
                    help=f"groups to run (default: all): {', '.join(GROUPS)}")

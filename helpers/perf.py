@@ -229,25 +229,35 @@ def _cpu_flags() -> set[str]:
     return set()
 
 
-def _cpu_ghz() -> float | None:
+def _cpu_ghz() -> tuple[float | None, str]:
+    """The highest clock the OS tells us: cpufreq's maximum (boost) if present, else /proc/cpuinfo's current MHz."""
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq") as f:
+            return int(f.read().strip()) / 1e6, "cpufreq maximum"
+    except (OSError, ValueError):
+        pass
     try:
         with open("/proc/cpuinfo") as f:
             mhz = [float(line.split(":", 1)[1]) for line in f if line.startswith("cpu MHz")]
-        return max(mhz) / 1000 if mhz else None
+        if mhz:
+            return max(mhz) / 1000, "/proc/cpuinfo, often the base clock"
     except (OSError, ValueError):
-        return None
+        pass
+    return None, "assumed"
 
 
 def cpu_peak_flops(cores: int | None = None, ghz: float | None = None, flags: set[str] | None = None,
                    vendor: str | None = None) -> dict:
     """An ESTIMATE of the CPU's peak FLOP/s: cores x GHz x FLOPs per cycle, for fp32 and bf16 (notebook 06).
 
-    cores: torch's thread count by default; GHz: the clock /proc/cpuinfo reports (3.0
-    assumed if unknown); FLOPs per cycle from the instruction-set flags. Real sustained
-    clocks under wide vector load are often lower, so treat the result as an upper bound.
+    cores: torch's thread count by default; GHz: cpufreq's maximum clock if the OS
+    exposes it, else the clock /proc/cpuinfo reports, which in virtual machines is often
+    the base clock (3.0 assumed if unknown); FLOPs per cycle from the instruction-set
+    flags. It is not a bound either way: cores may boost above a reported base clock,
+    and wide vector instructions may throttle them below it.
     """
     cores = torch.get_num_threads() if cores is None else cores
-    measured_ghz = _cpu_ghz() if ghz is None else ghz
+    measured_ghz, ghz_source = _cpu_ghz() if ghz is None else (ghz, "given")
     flags = _cpu_flags() if flags is None else set(flags)
     vendor = (_cpu_vendor() if vendor is None else vendor).lower()
     if not cores >= 1:
@@ -271,7 +281,7 @@ def cpu_peak_flops(cores: int | None = None, ghz: float | None = None, flags: se
         bf16, bf16_how = fp32, "no native bf16 (converted to fp32)"
     clock = measured_ghz if measured_ghz is not None else 3.0
     return {
-        "cores": cores, "ghz": clock, "ghz_source": "/proc/cpuinfo" if measured_ghz is not None else "assumed",
+        "cores": cores, "ghz": clock, "ghz_source": ghz_source if measured_ghz is not None else "assumed",
         "isa": isa, "fp32_flops_per_cycle": fp32, "bf16_flops_per_cycle": bf16, "bf16_how": bf16_how,
         "fp32_peak": cores * clock * 1e9 * fp32, "bf16_peak": cores * clock * 1e9 * bf16, "estimate": True,
     }

@@ -222,6 +222,26 @@ def test_cli(tmp_path, capsys, monkeypatch):
     assert "3 runs (3 variants x 1 seeds)" in out and "BCE on softmax" in out
 
 
+def test_loss_gradients_explain_the_seeds_bce_finding():
+    from helpers.ablation import exact_loss, loss_gradient_table
+    from helpers.train import compute_loss
+
+    logits, labels = torch.randn(64, 10) * 2, torch.randint(0, 10, (64,))
+    for kind in ("ce", "softmax_ce", "bce_softmax"):  # the exact versions are the training losses
+        assert exact_loss(kind, logits, labels).item() == pytest.approx(compute_loss(kind, logits, labels).item(), rel=1e-5)
+    t = loss_gradient_table(scales=(0.5, 8.0), batch=512).set_index(["scale", "label", "loss"])
+    # Near the start of training: BCE on softmax points where CE points, with a gradient about C times smaller.
+    assert t.loc[(0.5, "wrong", "bce_softmax"), "cosine_to_ce"] > 0.99
+    assert 0.05 < t.loc[(0.5, "wrong", "bce_softmax"), "ratio_to_ce"] < 0.2
+    # A confident mistake: the double softmax's gradient all but vanishes, BCE's does not.
+    assert t.loc[(8.0, "wrong", "softmax_ce"), "ratio_to_ce"] < 0.05
+    assert 0.1 < t.loc[(8.0, "wrong", "bce_softmax"), "ratio_to_ce"] < 0.3
+    with pytest.raises(ValueError, match="scales must be positive"):
+        loss_gradient_table(scales=(0.0,))
+    with pytest.raises(ValueError, match="loss='mse'"):
+        exact_loss("mse", logits, labels)
+
+
 def test_variant_with_an_unknown_field_is_rejected():
     with pytest.raises(ValueError, match="unknown recipe field"):
         variant_recipe(Variant("x", "loss", "x", {"colour": "red"}), full=False)
