@@ -93,6 +93,8 @@ def main() -> int:
     p.add_argument("--force", action="store_true", help="rerun parts already recorded as done")
     p.add_argument("--allow-cpu", action="store_true", help="run full mode without CUDA (takes hours)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and estimate, run nothing")
+    p.add_argument("--pack", help="afterwards, write the records, notebooks and README into this .tar.gz "
+                                  "(one file to bring back from a borrowed GPU machine)")
     args = p.parse_args()
 
     import torch
@@ -120,7 +122,22 @@ def main() -> int:
                        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         state_file.write_text(json.dumps(state, indent=1))
         print(f"== {part} done in {state[part]['seconds']:.0f} s", flush=True)
+    if args.pack:
+        pack(Path(args.pack), out)
     return 0
+
+
+def pack(archive: Path, out: Path) -> None:
+    """One .tar.gz of the results folder, the notebooks and the README, paths relative to the repository."""
+    import tarfile
+
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "w:gz") as tar:
+        for path in sorted([*out.glob("*.json"), *out.glob("*.png"), *out.glob("*.ipynb"),
+                            *(REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"), REPO / "README.md"]):
+            tar.add(path, arcname=str(path.resolve().relative_to(REPO)) if path.resolve().is_relative_to(REPO)
+                    else path.name)
+    print(f"packed {archive}")
 
 
 if __name__ == "__main__":

@@ -63,12 +63,15 @@ def cpu_supports_bf16() -> bool:
         return False
 
 
-def _cpu_model() -> str:
+def cpuinfo_values(field: str) -> list[str]:
+    """Every value of one field of /proc/cpuinfo (one per core), or [] where there is none (notebook 06)."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            return [line.split(":", 1)[1].strip() for line in f if line.split(":", 1)[0].strip() == field]
     except OSError:
-        pass
-    return platform.processor() or platform.machine() or "CPU"
+        return []
+
+
+def _cpu_model() -> str:
+    names = cpuinfo_values("model name")
+    return names[0] if names else (platform.processor() or platform.machine() or "CPU")

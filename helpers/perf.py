@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .device import cpuinfo_values
 from .models import build_model
 from .train import amp_dtype, autocast
 
@@ -219,14 +220,8 @@ _FP32_PER_CYCLE = {"avx512_intel": 64, "avx512_amd": 32, "avx2_fma": 32, "avx": 
 
 
 def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+    flags = cpuinfo_values("flags")
+    return set(flags[0].split()) if flags else set()
 
 
 def _cpu_ghz() -> tuple[float | None, str]:
@@ -237,11 +232,10 @@ def _cpu_ghz() -> tuple[float | None, str]:
     except (OSError, ValueError):
         pass
     try:
-        with open("/proc/cpuinfo") as f:
-            mhz = [float(line.split(":", 1)[1]) for line in f if line.startswith("cpu MHz")]
+        mhz = [float(v) for v in cpuinfo_values("cpu MHz")]
         if mhz:
             return max(mhz) / 1000, "/proc/cpuinfo, often the base clock"
-    except (OSError, ValueError):
+    except ValueError:
         pass
     return None, "assumed"
 
@@ -288,14 +282,8 @@ def cpu_peak_flops(cores: int | None = None, ghz: float | None = None, flags: se
 
 
 def _cpu_vendor() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or ""
+    vendors = cpuinfo_values("vendor_id")
+    return vendors[0] if vendors else (platform.processor() or "")
 
 
 # Dense (no sparsity) peak TFLOP/s from NVIDIA's datasheets: FP32 on the CUDA cores, then TF32 and BF16 on the

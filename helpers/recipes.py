@@ -99,7 +99,7 @@ RECIPES: dict[str, Recipe] = {
     # Tuned for a 2-core CPU with bf16 (AVX512-BF16): a narrow CIFAR-native AlexNet, one-cycle
     # SGD with Nesterov momentum, label smoothing, crop+flip augmentation, flip TTA at test time.
     "cpu": Recipe(
-        name="cpu", model="cifar_alexnet_small", epochs=14, batch_size=256, optimizer="sgd", lr=0.2,
+        name="cpu", model="cifar_alexnet_small", epochs=13, batch_size=256, optimizer="sgd", lr=0.2,
         weight_decay=5e-4, schedule="onecycle", warmup=0.25, label_smoothing=0.1, amp="bf16",
     ),
     # For one CUDA GPU: the full-width CIFAR-native AlexNet, same recipe family, bf16 autocast.

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from helpers.data import CLASSES, FOLDER, META_FILE, TEST_FILES, TRAIN_FILES
 
@@ -54,3 +55,12 @@ def real_cifar_root() -> Path | None:
     if root and (Path(root) / FOLDER / "test_batch").is_file():
         return Path(root)
     return None
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Unit tests use tiny tensors: one thread is as fast and leaves the other core to whatever else runs."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -24,15 +24,6 @@ from helpers.explore import (
 from helpers.models import build_model, count_parameters
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # the test machine is shared with long benchmarks; stay on one core
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def random_images(n: int = 7, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 256, (n, 3, 5, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
 

@@ -23,15 +23,6 @@ from helpers.models import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # the test machine is shared with long benchmarks; stay on one core
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @functools.cache
 def preset_model(name: str) -> nn.Module:
     torch.manual_seed(0)

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from conftest import real_cifar_root
 
 from helpers.data import GpuLoader
 from helpers.models import build_model
@@ -231,3 +232,15 @@ def test_cli_help_documents_every_option(capsys):
     text = capsys.readouterr().out
     for option in ("--recipe", "--model", "--epochs", "--lr", "--resume", "--amp", "--loss", "--run-dir"):
         assert option in text
+
+
+@pytest.mark.skipif(real_cifar_root() is None, reason="needs the prepared CIFAR-10 copy in $CIFAR10_ROOT")
+def test_cli_on_the_prepared_copy_in_reduced_mode(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ALEXNET_REDUCED", "1")
+    code = main(["--data-root", str(real_cifar_root()), "--no-download", "--run-dir", str(tmp_path / "real"),
+                 "--no-progress", "--recipe", "cpu"])
+    assert code == 0
+    metrics = json.loads((tmp_path / "real" / "metrics.json").read_text())
+    # Two reduced epochs on 2,048 real images already learn something: well above 10% chance.
+    assert metrics["epoch"] == 2 and metrics["test_acc"] > 20
+    assert "REDUCED MODE" in capsys.readouterr().out

@@ -1,0 +1,78 @@
+"""The benchmark scripts' bookkeeping: README rendering from records, time-to-accuracy, the regenerate plan."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers.train import History
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from measured import END, START, section, write_readme_section  # noqa: E402
+from time_to_accuracy import summarize  # noqa: E402
+
+
+def record(seed: int, accs: list[float], seconds: float = 10.0, reduced: bool = False) -> dict:
+    history = [{"epoch": i + 1, "test_acc": a, "test_acc_tta": a + 1, "train_seconds_total": seconds * (i + 1)}
+               for i, a in enumerate(accs)]
+    h = History(history)
+    return {
+        "recipe": {"name": "cpu"}, "seed": seed, "device": "device=cpu | Test CPU", "torch": "2.x",
+        "date": "2026-11-27T00:00:00+00:00", "data": "CIFAR-10 (JPEG mirror)", "reduced_mode": reduced,
+        "final_test_acc": accs[-1], "final_test_acc_tta": accs[-1] + 1, "train_seconds": seconds * len(accs),
+        "time_to": {k: h.time_to(float(k)) for k in ("81.37", "85", "90")},
+        "time_to_tta": {k: h.time_to(float(k), "test_acc_tta") for k in ("81.37", "85", "90")},
+        "history": history,
+    }
+
+
+def test_history_time_to():
+    h = History([{"test_acc": 70, "train_seconds_total": 5}, {"test_acc": 82, "train_seconds_total": 11},
+                 {"test_acc": 86, "train_seconds_total": 17}])
+    assert h.time_to(81.37) == 11 and h.time_to(85) == 17 and h.time_to(90) is None
+
+
+def test_readme_section_matches_records(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    records = [record(0, [80, 84, 86]), record(1, [79, 83, 88]), record(2, [75, 80, 84]), record(9, [99], reduced=True)]
+    (results / "time_to_accuracy_cpu.json").write_text(json.dumps(records))
+    text = section(results)
+    row = next(line for line in text.splitlines() if line.startswith("| `cpu`"))
+    # Reduced-mode records never reach the README; mean ± std of 86, 88, 84 is 86.00 ± 2.00.
+    assert "| 3 (0, 1, 2) |" in row and "86.00 ± 2.00" in row and "87.00 ± 2.00" in row
+    # Flip-TTA crossing of 81.37%: 20, 20 and 30 s -> median 20 s; of 85%: 20, 30, 30 -> 30 s.
+    assert "| 20 s | 30 s |" in row and "CIFAR-10 (JPEG mirror)" in row
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{START}\nold\n{END}\n\n## after\n")
+    write_readme_section(readme, results)
+    new = readme.read_text()
+    assert "old" not in new and "## after" in new and new.count(START) == 1 and row in new
+    with pytest.raises(ValueError, match="no <!-- MEASURED --> marker"):
+        (tmp_path / "bare.md").write_text("nothing")
+        write_readme_section(tmp_path / "bare.md", results)
+
+
+def test_time_to_accuracy_summary_counts_seeds_that_reached():
+    text = summarize([record(0, [80, 84, 86]), record(1, [70, 75, 80])])
+    assert "time_to     85.00%  median    30.0 s  (1/2 seeds reached)" in text
+    assert "time_to     90.00%  not reached  (0/2 seeds reached)" in text
+
+
+def test_regenerate_dry_run_plans_and_refuses_cpu_full_mode(tmp_path, monkeypatch):
+    env = {"PATH": "/usr/bin:/bin", "ALEXNET_REDUCED": "0", "HOME": str(tmp_path)}
+    cmd = [sys.executable, str(REPO / "benchmarks" / "regenerate.py"), "--out", str(tmp_path / "r")]
+    out = subprocess.run([*cmd, "--dry-run"], capture_output=True, text=True, env=env, cwd=REPO)
+    if "mode: cuda" not in out.stdout:
+        assert out.returncode == 2 and "no CUDA device" in out.stdout
+        assert "parts to run: data, recipes, ablations, notebooks, readme" in out.stdout
+        assert "estimated time:" in out.stdout
+    reduced = subprocess.run([*cmd, "--dry-run", "--parts", "readme"], capture_output=True, text=True,
+                             env={**env, "ALEXNET_REDUCED": "1"}, cwd=REPO)
+    assert reduced.returncode == 0 and "mode: reduced; parts to run: readme" in reduced.stdout
