@@ -29,6 +29,11 @@ def _median_reached(values: list[float | None]) -> str:
     return f"{statistics.median(reached):.0f} s{note}"
 
 
+def _cell(text: str) -> str:
+    # A device line separates its parts with "|", which would split a Markdown table cell.
+    return text.replace(" | ", ", ")
+
+
 def recipe_rows(results: Path) -> list[str]:
     """One table row per recipe and device from results/time_to_accuracy_*.json."""
     rows = []
@@ -40,13 +45,14 @@ def recipe_rows(results: Path) -> list[str]:
         for device, runs in by_device.items():
             r0 = runs[0]
             tta = [r["final_test_acc_tta"] for r in runs if r.get("final_test_acc_tta") is not None]
-            key = "time_to_tta" if r0.get("time_to_tta") else "time_to"
+            to = {t: _median_reached([r["time_to"][t] for r in runs]) for t in ("81.37", "85")}
+            if r0.get("time_to_tta"):
+                to = {t: f"{to[t]} / {_median_reached([r['time_to_tta'][t] for r in runs])}" for t in to}
             rows.append(
                 f"| `{r0['recipe']['name']}` | {len(runs)} ({', '.join(str(r['seed']) for r in runs)}) "
                 f"| {_mean_std([r['final_test_acc'] for r in runs])} | {_mean_std(tta)} "
-                f"| {_mean_std([r['train_seconds'] for r in runs], '.0f')} "
-                f"| {_median_reached([r[key]['81.37'] for r in runs])} | {_median_reached([r[key]['85'] for r in runs])} "
-                f"| {device}; {r0['data']}; {r0['date'][:10]} |"
+                f"| {_mean_std([r['train_seconds'] for r in runs], '.0f')} | {to['81.37']} | {to['85']} "
+                f"| {_cell(device)}; {r0['data']}; {r0['date'][:10]} |"
             )
     return rows
 
@@ -58,8 +64,8 @@ def data_lines(results: Path) -> list[str]:
         r = json.loads(path.read_text())
         loaders = r["loaders"]
         lines += [
-            f"Data pipeline ({r['device']}, {r['data']}, {r['date'][:10]}; `python benchmarks/bench_data.py`, "
-            f"medians of {r['repeats']}):",
+            f"Data pipeline ({_cell(r['device'])}; {r['data']}; {r['date'][:10]}; `python benchmarks/bench_data.py`, "
+            f"medians of {r['repeats']}; classic DataLoaders with {r['classic_workers']} worker processes):",
             "",
             f"- loading both splits: first load {r['first_load_s']:.2f} s (parsing the batches), "
             f"cached load {r['cached_load_s']:.2f} s;",
@@ -68,8 +74,7 @@ def data_lines(results: Path) -> list[str]:
                             ("classic_32", "classic DataLoader, 32×32, PIL crop + flip"),
                             ("classic_resize_227", "classic DataLoader with the seed's Resize(227)")):
             if name in loaders:
-                lines.append(f"- {label}: {loaders[name]['images_per_s']:,.0f} images/s "
-                             f"({loaders[name]['images']:,} images, {r['classic_workers']} workers for the classic path);")
+                lines.append(f"- {label}: {loaders[name]['images_per_s']:,.0f} images/s ({loaders[name]['images']:,} images);")
         lines.append("")
     return lines
 
@@ -81,8 +86,8 @@ def section(results: Path) -> str:
     if rows:
         lines += [
             "Accuracy on the 10,000 test images after the last epoch, mean ± std over seeds; training seconds exclude "
-            "evaluation; time-to-accuracy is the median over seeds of the training seconds until the first epoch whose "
-            "test accuracy (flip-TTA where the recipe uses it) reaches the target "
+            "evaluation; time-to-accuracy is the median over seeds of the training seconds until the end of the first epoch "
+            "whose test accuracy reaches the target, plain / with flip-TTA "
             "(`python benchmarks/time_to_accuracy.py --recipe NAME --seeds 0 1 2`).",
             "",
             "| recipe | seeds | test acc % | flip-TTA acc % | training s | to 81.37% | to 85% | hardware; data; date |",
