@@ -36,11 +36,12 @@ sys.path.insert(0, str(REPO))
 from helpers.mode import reduced_mode  # noqa: E402
 
 PARTS = ("data", "recipes", "ablations", "notebooks", "readme")
-# Seconds per part, measured or estimated per device kind; printed before anything starts.
+# Seconds per part, printed before anything starts. "reduced" was measured on a 2-core CPU; "cuda" and
+# "cpu" are estimates from FLOP counts and the CPU recipe's measured speed (no GPU run has been made yet).
 ESTIMATE_S = {
     "cuda": {"data": 30, "recipes": 240, "ablations": 180, "notebooks": 120, "readme": 1},
     "cpu": {"data": 30, "recipes": 3 * 600 + 3 * 20 * 5000, "ablations": 27 * 3 * 600, "notebooks": 1500, "readme": 1},
-    "reduced": {"data": 15, "recipes": 60, "ablations": 60, "notebooks": 400, "readme": 1},
+    "reduced": {"data": 5, "recipes": 200, "ablations": 50, "notebooks": 300, "readme": 1},
 }
 
 
@@ -133,8 +134,10 @@ def pack(archive: Path, out: Path) -> None:
 
     archive.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive, "w:gz") as tar:
-        for path in sorted([*out.glob("*.json"), *out.glob("*.png"), *out.glob("*.ipynb"),
-                            *(REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"), REPO / "README.md"]):
+        # In reduced mode the notebooks and README were written into `out`, not over the repository's.
+        repo_files = [] if reduced_mode() else [*(REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"), REPO / "README.md"]
+        for path in sorted({*out.glob("*.json"), *out.glob("*.png"), *out.glob("*.ipynb"), *out.glob("README.md"),
+                            *repo_files}):
             tar.add(path, arcname=str(path.resolve().relative_to(REPO)) if path.resolve().is_relative_to(REPO)
                     else path.name)
     print(f"packed {archive}")
