@@ -10,6 +10,7 @@ import torch
 from conftest import real_cifar_root
 
 from helpers.data import GpuLoader
+from helpers.evaluation import without_timing
 from helpers.models import build_model
 from helpers.recipes import REDUCED, Recipe, get_recipe
 from helpers.train import (
@@ -23,8 +24,6 @@ from helpers.train import (
     param_groups,
     seed_everything,
 )
-
-TIMING = {"train_seconds", "train_seconds_total", "images_per_s"}
 
 
 def tiny_loaders(n: int = 128, seed: int = 0):
@@ -45,10 +44,6 @@ def run(recipe: Recipe, seed: int = 0, **kwargs):
     model = build_model(recipe.model, **recipe.model_overrides)
     train, test = tiny_loaders(seed=seed)
     return model, fit(model, train, test, recipe, device="cpu", progress=False, **kwargs)
-
-
-def without_timing(history):
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in history]
 
 
 def test_history_has_every_metric():
