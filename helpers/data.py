@@ -19,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .paths import project_folder
+
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # Channel statistics of the 50,000 training images (notebook 01 recomputes them).
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -52,14 +54,9 @@ class Cifar10:
 
 
 def default_root() -> Path:
-    """Where CIFAR-10 lives when no folder is given: $CIFAR10_ROOT, else `data/` of a checkout, else ~/.cache (notebook 01)."""
+    """Where CIFAR-10 lives when no folder is given: $CIFAR10_ROOT, else `data/` of a checkout or ~/.cache (notebook 01)."""
     env = os.environ.get("CIFAR10_ROOT")
-    if env:
-        return Path(env).expanduser()
-    checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "pyproject.toml").is_file():
-        return checkout / "data"
-    return Path.home() / ".cache" / "alexnet-cifar10"
+    return Path(env).expanduser() if env else project_folder("data")
 
 
 def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, cache: bool = True) -> Cifar10:

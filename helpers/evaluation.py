@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
+from .paths import project_folder
 from .recipes import Recipe
 
 TIMING_KEYS = ("train_seconds", "train_seconds_total", "images_per_s")
@@ -378,10 +379,7 @@ def without_timing(history: Sequence[dict]) -> list[dict]:
 
 def results_dir() -> Path:
     """Folder of recorded results (JSON): `results/` of a checkout, else ~/.cache/alexnet-cifar10/results (notebook 03)."""
-    checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "pyproject.toml").is_file():
-        return checkout / "results"
-    return Path.home() / ".cache" / "alexnet-cifar10" / "results"
+    return project_folder("results")
 
 
 def load_result_records(folder: str | os.PathLike) -> dict[str, list[dict]]:

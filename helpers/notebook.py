@@ -8,6 +8,7 @@ import torch
 
 from .device import describe_device, pick_device
 from .mode import mode_banner
+from .paths import project_folder
 
 
 def start(seed: int = 0) -> torch.device:
@@ -28,10 +29,7 @@ def start(seed: int = 0) -> torch.device:
 
 def runs_dir() -> Path:
     """Folder for checkpoints and run records: `runs/` of a checkout, else ~/.cache/alexnet-cifar10/runs (notebook 03)."""
-    checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "pyproject.toml").is_file():
-        return checkout / "runs"
-    return Path.home() / ".cache" / "alexnet-cifar10" / "runs"
+    return project_folder("runs")
 
 
 def course_checkpoint() -> Path:

@@ -154,23 +154,31 @@ def _to(x: torch.Tensor, y: torch.Tensor, device: torch.device, channels_last: b
 
 
 @torch.no_grad()
+def _eval_outputs(model: nn.Module, loader: Iterable, device: torch.device, dtype: torch.dtype | None,
+                  channels_last: bool, tta: bool):
+    """Yield (logits, logits of the mirrored images or None, labels) per batch in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        for x, y in loader:
+            x, y = _to(x, y, device, channels_last)
+            with autocast(device, dtype):
+                logits = model(x)
+                logits_flip = model(x.flip(3)) if tta else None
+            yield logits.float(), None if logits_flip is None else logits_flip.float(), y
+    finally:
+        model.train(was_training)
+
+
 def predict(model: nn.Module, loader: Iterable, *, tta: bool = False, device: torch.device | str | None = None,
             amp: str = "auto", channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Class probabilities and labels for a whole loader; `tta` averages with mirrored images (notebook 04)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    dtype = amp_dtype(amp, device)
-    was_training = model.training
-    model.eval()
     probs, labels = [], []
-    for x, y in loader:
-        x, y = _to(x, y, device, channels_last)
-        with autocast(device, dtype):
-            p = model(x).float().softmax(1)
-            if tta:
-                p = (p + model(x.flip(3)).float().softmax(1)) / 2
-        probs.append(p)
+    for logits, logits_flip, y in _eval_outputs(model, loader, device, amp_dtype(amp, device), channels_last, tta):
+        p = logits.softmax(1)
+        probs.append(p if logits_flip is None else (p + logits_flip.softmax(1)) / 2)
         labels.append(y)
-    model.train(was_training)
     return torch.cat(probs).cpu(), torch.cat(labels).cpu()
 
 
@@ -180,25 +188,18 @@ def accuracy(model: nn.Module, loader: Iterable, *, tta: bool = False, **kwargs)
     return 100.0 * (probs.argmax(1) == labels).float().mean().item()
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, loader: Iterable, recipe: Recipe, device: torch.device) -> dict:
     """Test loss (the recipe's loss, no smoothing) and accuracy, plus flip-TTA accuracy if the recipe asks (notebook 03)."""
-    dtype = amp_dtype(recipe.amp, device)
-    was_training = model.training
-    model.eval()
     loss_sum = correct = correct_tta = n = 0
-    for x, y in loader:
-        x, y = _to(x, y, device, recipe.channels_last)
-        with autocast(device, dtype):
-            logits = model(x)
-            logits_flip = model(x.flip(3)) if recipe.tta else None
-        loss_sum += compute_loss(recipe.loss, logits, y).item() * len(y)
-        correct += (logits.argmax(1) == y).sum().item()
-        if logits_flip is not None:
-            p = logits.float().softmax(1) + logits_flip.float().softmax(1)
-            correct_tta += (p.argmax(1) == y).sum().item()
-        n += len(y)
-    model.train(was_training)
+    outputs = _eval_outputs(model, loader, device, amp_dtype(recipe.amp, device), recipe.channels_last, recipe.tta)
+    with torch.no_grad():
+        for logits, logits_flip, y in outputs:
+            loss_sum += compute_loss(recipe.loss, logits, y).item() * len(y)
+            correct += (logits.argmax(1) == y).sum().item()
+            if logits_flip is not None:
+                p = logits.softmax(1) + logits_flip.softmax(1)
+                correct_tta += (p.argmax(1) == y).sum().item()
+            n += len(y)
     out = {"test_loss": loss_sum / n, "test_acc": 100.0 * correct / n}
     if recipe.tta:
         out["test_acc_tta"] = 100.0 * correct_tta / n
