@@ -160,9 +160,30 @@ def default_output(full: bool | None = None, shard: tuple[int, int] | None = Non
 
     full = (not reduced_mode()) if full is None else full
     folder, stem = (results_dir(), "ablations") if full else (runs_dir(), "ablations-reduced")
-    if shard is not None:
-        stem += f"-shard{shard[0] + 1}of{shard[1]}"
-    return folder / f"{stem}.json"
+    return shard_output(folder / f"{stem}.json", shard)
+
+
+def shard_output(path: str | os.PathLike, shard: tuple[int, int] | None) -> Path:
+    """The file a shard writes beside `path`: ablations.json -> ablations-shard2of4.json (notebook 05)."""
+    path = Path(path)
+    return path if shard is None else path.with_name(f"{path.stem}-shard{shard[0] + 1}of{shard[1]}{path.suffix}")
+
+
+def merge_shards(path: str | os.PathLike) -> list[dict]:
+    """Write the records of `path` and its shard files into `path` itself, and return them (notebook 05).
+
+    Shard files stay where they are (a shard that is still running keeps appending to its
+    own file); merging again later picks up what they added.
+    """
+    records = load_records(path)
+    write_records(path, records)
+    return records
+
+
+def split_shard(shard: tuple[int, int] | None, job: int, jobs: int) -> tuple[int, int]:
+    """Shard `job` of `jobs` inside shard (i, n): runs[i::n][job::jobs] is runs[i + job*n :: n*jobs] (notebook 05)."""
+    i, n = shard if shard is not None else (0, 1)
+    return i + job * n, n * jobs
 
 
 def read_records(path: str | os.PathLike) -> list[dict]:
@@ -366,6 +387,8 @@ def summarize_sweep(records: Sequence[dict], groups: Iterable[str] | None = None
     frame = pd.DataFrame(rows)
     present = frame.groupby("group")["is_reference"].transform(lambda s: (~s).any())
     frame = frame[present]
+    if frame.empty:  # e.g. a shard that holds only reference runs so far
+        return pd.DataFrame(columns=columns)
     out = []
     for (group, order, variant), runs in frame.groupby(["group", "order", "variant"], sort=False):
         ok = runs[runs["status"] == "ok"]
@@ -387,8 +410,8 @@ def summarize_sweep(records: Sequence[dict], groups: Iterable[str] | None = None
     table = table.reset_index(drop=True)
     deltas, verdicts = [], []
     for _, row in table.iterrows():
-        ref = table[(table["group"] == row["group"]) & (table["order"] == 0)].iloc[0]
-        delta, verdict = _verdict(row, ref)
+        ref = table[(table["group"] == row["group"]) & (table["order"] == 0)]
+        delta, verdict = _verdict(row, ref.iloc[0]) if len(ref) else (float("nan"), "no reference run yet")
         deltas.append(delta)
         verdicts.append(verdict)
     table["delta_vs_reference"] = deltas
@@ -537,6 +560,11 @@ def _parser():
     p.add_argument("--out", help="results file (default: results/ablations.json in full mode, "
                                  "runs/ablations-reduced.json in reduced mode; shards get their own file)")
     p.add_argument("--shard", help="run only shard i of n (e.g. 1/4): every n-th run, for several machines")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="run this many sweep processes in parallel on this machine, one GPU each (round robin) or a "
+                        "share of the CPU cores each, then merge their files (default 1)")
+    p.add_argument("--merge", action="store_true",
+                   help="only merge the shard files beside the results file into it, print the summary and exit")
     p.add_argument("--no-resume", action="store_true", help="rerun runs already in the file and replace their records")
     p.add_argument("--device", help="cuda, mps or cpu (default: the fastest available)")
     p.add_argument("--data-root", help="folder holding cifar-10-batches-py/ (default: $CIFAR10_ROOT or ./data)")
@@ -561,8 +589,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         shard = parse_shard(args.shard) if args.shard else None
         variants = select_variants(args.groups)
         full = (not reduced_mode()) if args.full is None else args.full
+        if args.jobs < 1:
+            raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+        if args.merge:
+            return _print_merge(Path(args.out) if args.out else default_output(full), args.groups)
+        if args.jobs > 1:
+            return _run_jobs(args, full, shard)
         device = pick_device(args.device)
-        out = Path(args.out) if args.out else default_output(full, shard)
+        out = shard_output(args.out, shard) if args.out else default_output(full, shard)
         data = load_cifar10(args.data_root)
     except (ValueError, CIFAR10Error, OSError) as err:
         print(f"error: {err}")
@@ -578,13 +612,62 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}")
         return 2
+    _print_summary(records, args.groups)
+    return 0
+
+
+def _print_summary(records: Sequence[dict], groups: Iterable[str] | None) -> None:
     import pandas as pd
 
     with pd.option_context("display.width", 160, "display.max_columns", 20):
-        table = summarize_sweep(records, args.groups)
+        table = summarize_sweep(records, groups)
         print(table[["group", "label", "runs", "diverged", "test acc % (mean ± std)", "train_seconds_mean"]]
               .to_string(index=False))
+
+
+def _print_merge(out: Path, groups: Iterable[str] | None) -> int:
+    records = merge_shards(out)
+    print(f"merged {len(records)} records into {out}")
+    if records:
+        _print_summary(records, groups)
     return 0
+
+
+def _run_jobs(args, full: bool, shard: tuple[int, int] | None) -> int:
+    """Start `--jobs` copies of this command, each on its own shard (and GPU, if any), wait, then merge."""
+    import subprocess
+    import sys
+
+    gpus = torch.cuda.device_count() if args.device in (None, "cuda") else 0
+    base = Path(args.out) if args.out else default_output(full)
+    argv = ["--seeds", *map(str, args.seeds), "--out", str(base), "--full" if full else "--reduced", "--no-progress"]
+    for flag, value in (("--groups", args.groups), ("--data-root", args.data_root), ("--device", args.device)):
+        if value:
+            argv += [flag, *([value] if isinstance(value, str) else value)]
+    if args.no_resume:
+        argv.append("--no-resume")
+    procs = []
+    for job in range(args.jobs):
+        i, n = split_shard(shard, job, args.jobs)
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(job % gpus)
+        else:  # share the cores instead of every process using all of them
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
+        log = shard_output(base, (i, n)).with_suffix(".log")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        print(f"job {job + 1}/{args.jobs}: shard {i + 1}/{n}"
+              f"{f' on GPU {job % gpus}' if gpus else ''} -> {shard_output(base, (i, n)).name} (log {log.name})")
+        with open(log, "w") as f:
+            procs.append(subprocess.Popen([sys.executable, "-m", "helpers.ablation", *argv, "--shard", f"{i + 1}/{n}"],
+                                          stdout=f, stderr=subprocess.STDOUT, env=env))
+    failed = [job + 1 for job, p in enumerate(procs) if p.wait() != 0]
+    code = _print_merge(base, args.groups)
+    if failed:
+        print(f"error: job(s) {failed} failed; see their .log files beside {base}. Rerun the same command: "
+              f"finished runs are kept and skipped")
+        return 1
+    return code
 
 
 if __name__ == "__main__":

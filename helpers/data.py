@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,8 @@ TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILES = ("test_batch",)
 META_FILE = "batches.meta"
 CACHE_FILE = "cifar10-uint8.pt"
-# torchvision's official archive; download goes through torchvision so the md5 is verified.
+# The official archive (the one torchvision uses). helpers.download fetches it, or a copy named in
+# $CIFAR10_MIRRORS, and accepts only a file with this md5.
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE = "cifar-10-python.tar.gz"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -112,15 +112,27 @@ def dataset_label(root: str | os.PathLike | None = None) -> str:
     return "CIFAR-10 (JPEG mirror)" if mirror else "CIFAR-10"
 
 
-def download_cifar10(root: str | os.PathLike) -> None:
-    """Download and unpack the official archive into `root` with an md5 check and a progress bar (notebook 01)."""
-    from torchvision.datasets.utils import download_and_extract_archive
+def download_cifar10(root: str | os.PathLike, urls: list[str] | None = None, md5: str | None = None) -> None:
+    """Download the archive (mirrors, retries, resume, md5 check, progress bar) and unpack it safely into `root` (notebook 01).
+
+    URLs are tried in order: those in $CIFAR10_MIRRORS, then `urls` (default: the official URL).
+    `md5` defaults to ARCHIVE_MD5. The verified archive stays in `root`, so a second call only unpacks.
+    """
+    import tarfile
+
+    from .download import DownloadError, download_file, extract_tar, mirror_urls
 
     root = Path(root)
     try:
-        download_and_extract_archive(URL, download_root=str(root), filename=ARCHIVE, md5=ARCHIVE_MD5)
-    except (urllib.error.URLError, OSError, RuntimeError) as err:
-        raise CIFAR10Error(_missing_message(root / FOLDER, f"the download failed: {err}")) from err
+        archive = download_file(mirror_urls([URL] if urls is None else urls), root / ARCHIVE, md5 or ARCHIVE_MD5)
+    except DownloadError as err:
+        raise CIFAR10Error(_missing_message(root / FOLDER, f"the download failed.\n{str(err).rstrip('.')}")) from err
+    try:
+        extract_tar(archive, root)
+    except (OSError, EOFError, ValueError, tarfile.TarError) as err:
+        raise CIFAR10Error(f"{archive}: cannot unpack ({type(err).__name__}: {err}). Delete it and load again.") from err
+    if not (root / FOLDER).is_dir():
+        raise CIFAR10Error(f"{archive} holds no {FOLDER}/ folder; it is not the CIFAR-10 python archive.")
 
 
 def _missing_message(folder: Path, why: str) -> str:
@@ -234,16 +246,26 @@ def _reflect_index(n: int, padding: int, device: torch.device) -> torch.Tensor:
 
 def random_crop(images: torch.Tensor, padding: int = 4, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random crop with reflect padding, one offset per image, as batched tensor ops (notebook 01)."""
-    n = images.shape[0]
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(images.device)
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=generator).to(images.device)
-    return crop_at(images, dx, dy, padding)
+    dx, dy = _crop_offsets(images.shape[0], padding, generator)
+    return crop_at(images, dx.to(images.device), dy.to(images.device), padding)
+
+
+def _crop_offsets(n: int, padding: int, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=generator)
+    return dx, torch.randint(0, 2 * padding + 1, (n,), generator=generator)
 
 
 def random_flip(images: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Mirror a random half of the images left-right (notebook 01)."""
-    flip = (torch.rand(images.shape[0], generator=generator) < 0.5).to(images.device)
-    return torch.where(flip[:, None, None, None], images.flip(3), images)
+    return _flip_where(images, _flip_mask(images.shape[0], generator))
+
+
+def _flip_mask(n: int, generator: torch.Generator | None) -> torch.Tensor:
+    return torch.rand(n, generator=generator) < 0.5
+
+
+def _flip_where(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    return torch.where(flip.to(images.device)[:, None, None, None], images.flip(3), images)
 
 
 def normalize(images: torch.Tensor, size: int | None = None, channels_last: bool = False) -> torch.Tensor:
@@ -276,6 +298,11 @@ class GpuLoader:
     statistics (resized to `size` if given) and int64 labels, both on `device`.
     Epoch k's order and augmentation depend only on (seed, k), so a run resumed at
     epoch k sees the same batches as an uninterrupted one; set `epoch` to resume.
+
+    With `world_size` > 1 (several processes, see helpers.distributed) every process
+    holds the whole split, and `batch_size` is its share of a global batch of
+    batch_size * world_size: process `rank` takes its slice of each global batch of
+    the same shuffled, augmented epoch, and of the test set one image in world_size.
     """
 
     def __init__(
@@ -292,7 +319,11 @@ class GpuLoader:
         size: int | None = None,
         channels_last: bool = False,
         drop_last: bool | None = None,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must lie in 0..world_size-1, got rank {rank} of world_size {world_size}")
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be uint8 of shape (N, 3, H, W), got {tuple(images.shape)} {images.dtype}")
         if len(images) != len(labels):
@@ -313,28 +344,54 @@ class GpuLoader:
         self.seed = seed
         self.size = size
         self.channels_last = channels_last
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
+        if self.train and world_size > 1 and len(self.images) < batch_size * world_size:
+            raise ValueError(f"{len(self.images)} training images are fewer than one global batch "
+                             f"({world_size} processes x {batch_size})")
 
     def __len__(self) -> int:
-        n = len(self.images)
+        n = self._rank_count()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _rank_count(self) -> int:
+        n = len(self.images)
+        if self.world_size == 1:
+            return n
+        if self.train:  # whole global batches only, split evenly
+            return n // (self.batch_size * self.world_size) * self.batch_size
+        return len(range(self.rank, n, self.world_size))
 
     @property
     def num_samples(self) -> int:
-        """Images per epoch (after drop_last)."""
-        return len(self) * self.batch_size if self.drop_last else len(self.images)
+        """Images per epoch for this process (after drop_last)."""
+        return len(self) * self.batch_size if self.drop_last else self._rank_count()
 
     def epoch_data(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The whole epoch's uint8 images and labels in order, augmented if training (notebook 01)."""
+        """This process's images and labels of an epoch in order, as uint8, augmented if training (notebook 01)."""
         images, labels = self.images, self.labels
         if not self.train:
+            if self.world_size > 1:
+                images, labels = images[self.rank::self.world_size], labels[self.rank::self.world_size]
             return images, labels
-        # A CPU generator keeps the stream identical on every device type.
+        # A CPU generator keeps the stream identical on every device type and in every process;
+        # the draws are made for the whole split, then each process keeps its positions.
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(images), generator=gen).to(self.device)
+        n = len(images)
+        order = torch.randperm(n, generator=gen)
+        if self.augment:
+            dx, dy = _crop_offsets(n, 4, gen)
+            flip = _flip_mask(n, gen)
+        if self.world_size > 1:
+            steps, b = n // (self.batch_size * self.world_size), self.batch_size
+            keep = torch.arange(steps * self.world_size * b).view(steps, self.world_size, b)[:, self.rank].flatten()
+            order = order[keep]
+            if self.augment:
+                dx, dy, flip = dx[keep], dy[keep], flip[keep]
+        order = order.to(self.device)
         images, labels = images[order], labels[order]
         if self.augment:
-            images = random_flip(random_crop(images, 4, gen), gen)
+            images = _flip_where(crop_at(images, dx.to(self.device), dy.to(self.device), 4), flip)
         return images, labels
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -415,10 +472,13 @@ def loaders(
     size: int | None = None,
     channels_last: bool = False,
     test_batch_size: int = 1000,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> tuple[GpuLoader, GpuLoader]:
-    """Train and test GpuLoaders for a recipe in one call (notebook 03)."""
+    """Train and test GpuLoaders for a recipe in one call; `batch_size` is per process (notebook 03)."""
+    shard = {"rank": rank, "world_size": world_size}
     train = GpuLoader(data.train_images, data.train_labels, batch_size, train=True, augment=augment,
-                      device=device, seed=seed, limit=train_limit, size=size, channels_last=channels_last)
+                      device=device, seed=seed, limit=train_limit, size=size, channels_last=channels_last, **shard)
     test = GpuLoader(data.test_images, data.test_labels, test_batch_size, train=False,
-                     device=device, limit=test_limit, size=size, channels_last=channels_last)
+                     device=device, limit=test_limit, size=size, channels_last=channels_last, **shard)
     return train, test

@@ -75,3 +75,23 @@ def cpuinfo_values(field: str) -> list[str]:
 def _cpu_model() -> str:
     names = cpuinfo_values("model name")
     return names[0] if names else (platform.processor() or platform.machine() or "CPU")
+
+
+def release_memory() -> None:
+    """Free unreferenced tensors and hand freed heap memory back to the OS, before a memory-hungry cell (notebooks 03, 06).
+
+    A machine with a memory limit (Binder: 2 GB) counts memory the process freed but glibc kept for
+    reuse; malloc_trim returns it. CUDA's cache is emptied too.
+    """
+    import ctypes
+    import gc
+    import sys
+
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to trim
+            pass
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

@@ -7,6 +7,8 @@ Linear layers) and returns logits; softmax belongs in the loss, not in the model
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
@@ -56,23 +58,32 @@ class ModelConfig:
         for name in ("conv_channels", *_PER_LAYER_FIELDS, *_INDEX_FIELDS):
             value = getattr(self, name)
             if value is not None and not isinstance(value, tuple):
+                if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+                    raise ValueError(f"{name}={value!r} is not allowed; give a tuple (or list) of integers")
                 object.__setattr__(self, name, tuple(value))
         _validate(self)
 
 
 def _validate(config: ModelConfig) -> None:
-    """Raise ValueError naming the first knob that is out of range."""
+    """Raise ValueError naming the first knob that is out of range or of the wrong type."""
     _check_choice("norm", config.norm, NORMS)
     _check_choice("activation", config.activation, ACTIVATIONS)
+    for name in ("conv_channels", *_PER_LAYER_FIELDS, *_INDEX_FIELDS):
+        _check_int_entries(name, getattr(config, name), none_allowed=name not in ("conv_channels", "pool_after"))
     num_conv = len(config.conv_channels)
     low, high = CONV_LAYER_RANGE
     if not low <= num_conv <= high:
         raise ValueError(f"conv_channels={config.conv_channels!r} gives {num_conv} conv layers; use {low}..{high}")
+    for name in ("fc_layers", "input_size", "pool_kernel", "pool_stride", "fc_size", "num_classes"):
+        _check_int(name, getattr(config, name))
     _check_range("fc_layers", config.fc_layers, *FC_LAYER_RANGE)
+    for name in ("dropout", "width"):
+        if not _is_real(getattr(config, name)):
+            raise ValueError(f"{name}={getattr(config, name)!r} is not allowed; use a number")
     if not 0 <= config.dropout < 1:
         raise ValueError(f"dropout={config.dropout!r} is not allowed; use 0 <= dropout < 1")
-    if not config.width > 0:
-        raise ValueError(f"width={config.width!r} is not allowed; use a multiplier > 0")
+    if not 0 < config.width < math.inf:
+        raise ValueError(f"width={config.width!r} is not allowed; use a finite multiplier > 0")
     for name in ("input_size", "pool_kernel", "pool_stride", "fc_size", "num_classes"):
         _check_positive(name, getattr(config, name))
     for channels in config.conv_channels:
@@ -87,6 +98,26 @@ def _validate(config: ModelConfig) -> None:
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"{name}={value!r} is not allowed; choose one of {', '.join(allowed)}")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value) -> None:
+    if not _is_int(value):
+        raise ValueError(f"{name}={value!r} is not allowed; use an integer")
+
+
+def _check_int_entries(name: str, values: tuple | None, none_allowed: bool) -> None:
+    if values is None and none_allowed:
+        return
+    if values is None or not all(_is_int(v) for v in values):
+        raise ValueError(f"{name}={values!r} is not allowed; give a tuple (or list) of integers")
 
 
 def _check_range(name: str, value: int, low: int, high: int) -> None:
@@ -121,10 +152,11 @@ def _check_input_size(config: ModelConfig) -> None:
     stage, size = _first_empty_stage(config, config.input_size)
     if stage is None:
         return
+    minimum = _minimum_input_size(config)
     raise ValueError(
         f"input_size={config.input_size} is too small: the output of {stage} would be "
         f"{size}x{size}, smaller than 1x1; the minimum input_size for these "
-        f"kernels/strides/poolings is {_minimum_input_size(config)}"
+        f"kernels/strides/poolings is {minimum or f'above {_LARGEST_INPUT_SEARCHED}'}"
     )
 
 
@@ -182,7 +214,7 @@ def with_num_conv(config: ModelConfig, num_conv: int) -> ModelConfig:
     5-layer preset instead.
     """
     current = len(config.conv_channels)
-    if not CONV_LAYER_RANGE[0] <= num_conv <= current:
+    if not _is_int(num_conv) or not CONV_LAYER_RANGE[0] <= num_conv <= current:
         raise ValueError(
             f"num_conv={num_conv!r} is not allowed for a {current}-layer config; "
             f"use {CONV_LAYER_RANGE[0]}..{current} (start from a 5-layer preset for more)"

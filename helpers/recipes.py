@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 from dataclasses import dataclass, field
 
 from .mode import reduced_mode
+from .models import ModelConfig, resolve_config
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
@@ -42,6 +45,8 @@ class Recipe:
     test_limit: int | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.betas, list):  # e.g. read back from JSON
+            self.betas = tuple(self.betas)
         check_recipe(self)
 
     def replace(self, **changes) -> Recipe:
@@ -64,28 +69,55 @@ def _one_of(knob: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"{knob}={value!r} is not known; choose one of {', '.join(allowed)}")
 
 
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_recipe(r: Recipe) -> None:
-    """Reject impossible hyperparameters with a message naming the field (notebook 03)."""
+    """Reject impossible hyperparameters and models with a message naming the field (notebook 03)."""
     _one_of("optimizer", r.optimizer, OPTIMIZERS)
     _one_of("schedule", r.schedule, SCHEDULES)
     _one_of("loss", r.loss, LOSSES)
     _one_of("amp", r.amp, AMP_MODES)
+    for knob in ("epochs", "batch_size"):
+        if not _is_int(getattr(r, knob)):
+            raise ValueError(f"{knob} must be a whole number, got {getattr(r, knob)!r}")
+    for knob in ("lr", "momentum", "warmup", "label_smoothing", "weight_decay"):
+        if not _is_real(getattr(r, knob)):
+            raise ValueError(f"{knob} must be a number, got {getattr(r, knob)!r}")
     positive = {"epochs": r.epochs, "batch_size": r.batch_size, "lr": r.lr}
     for knob, value in positive.items():
         if not value > 0:
             raise ValueError(f"{knob} must be positive, got {value}")
+    if not math.isfinite(r.lr):
+        raise ValueError(f"lr must be finite, got {r.lr}")
     ranges = {"momentum": (r.momentum, 0, 1), "warmup": (r.warmup, 0, 1), "label_smoothing": (r.label_smoothing, 0, 1)}
     for knob, (value, lo, hi) in ranges.items():
         if not lo <= value < hi:
             raise ValueError(f"{knob} must lie in [{lo}, {hi}), got {value}")
-    if r.weight_decay < 0:
-        raise ValueError(f"weight_decay must be >= 0, got {r.weight_decay}")
-    if not all(0 <= b < 1 for b in r.betas) or len(r.betas) != 2:
-        raise ValueError(f"betas must be two numbers in [0, 1) (Adam has betas, not momentum), got {r.betas}")
+    if not 0 <= r.weight_decay < math.inf:
+        raise ValueError(f"weight_decay must be >= 0 and finite, got {r.weight_decay}")
+    betas = r.betas
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2 or not all(_is_real(b) and 0 <= b < 1 for b in betas):
+        raise ValueError(f"betas must be two numbers in [0, 1) (Adam has betas, not momentum), got {betas!r}")
     for knob in ("train_limit", "test_limit"):
         value = getattr(r, knob)
-        if value is not None and value < 1:
-            raise ValueError(f"{knob} must be a positive number of images or None, got {value}")
+        if value is not None and (not _is_int(value) or value < 1):
+            raise ValueError(f"{knob} must be a positive number of images or None, got {value!r}")
+    for knob in ("nesterov", "decay_norm_and_bias", "augment", "channels_last", "compile", "tta"):
+        if not isinstance(getattr(r, knob), bool):
+            raise ValueError(f"{knob} must be True or False, got {getattr(r, knob)!r}")
+    if r.optimizer == "sgd" and r.nesterov and r.momentum == 0:
+        raise ValueError("nesterov=True needs momentum > 0 (torch's SGD refuses it); set nesterov=False for plain SGD")
+    if not isinstance(r.model, (str, ModelConfig)):
+        raise ValueError(f"model must be a preset name from helpers.models.PRESETS, got {r.model!r}")
+    if not isinstance(r.model_overrides, dict):
+        raise ValueError(f"model_overrides must be a dict of model knobs, got {r.model_overrides!r}")
+    resolve_config(r.model, **r.model_overrides)  # an unknown preset or a bad model knob fails here, not in training
 
 
 RECIPES: dict[str, Recipe] = {
@@ -122,6 +154,16 @@ def get_recipe(name: str = "cpu", reduced: bool | None = None, **overrides) -> R
     if reduced_mode() if reduced is None else reduced:
         recipe = recipe.replace(**{k: v for k, v in REDUCED.items() if k not in overrides})
     return recipe.replace(**overrides)
+
+
+# The seed's own batch of 128 images at 227x227 with Adam peaks at about 2.7 GB on a CPU, above the 2 GB of
+# a Binder machine; 32 stays well inside it and the per-image cost on a CPU changes little with the batch.
+SEED_TIMING_BATCH_CPU = 32
+
+
+def seed_timing_batch(device_type: str) -> int:
+    """Batch for timing the seed's model: its own 128 on a GPU, 32 on a CPU to fit a 2 GB machine (notebooks 03, 06)."""
+    return SEED_TIMING_BATCH_CPU if device_type == "cpu" else RECIPES["seed"].batch_size
 
 
 def recipe_for_device(device_type: str) -> str:

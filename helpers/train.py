@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed as dist
 from .device import cpu_supports_bf16, describe_device, pick_device
 from .recipes import Recipe, get_recipe
 
@@ -189,7 +190,10 @@ def accuracy(model: nn.Module, loader: Iterable, *, tta: bool = False, **kwargs)
 
 
 def evaluate(model: nn.Module, loader: Iterable, recipe: Recipe, device: torch.device) -> dict:
-    """Test loss (the recipe's loss, no smoothing) and accuracy, plus flip-TTA accuracy if the recipe asks (notebook 03)."""
+    """Test loss (the recipe's loss, no smoothing) and accuracy, plus flip-TTA accuracy if the recipe asks (notebook 03).
+
+    Under torchrun each process scores its share of the test set and the sums are added up.
+    """
     loss_sum = correct = correct_tta = n = 0
     outputs = _eval_outputs(model, loader, device, amp_dtype(recipe.amp, device), recipe.channels_last, recipe.tta)
     with torch.no_grad():
@@ -200,6 +204,9 @@ def evaluate(model: nn.Module, loader: Iterable, recipe: Recipe, device: torch.d
                 p = logits.softmax(1) + logits_flip.softmax(1)
                 correct_tta += (p.argmax(1) == y).sum().item()
             n += len(y)
+    if dist.world_size() > 1:
+        sums = dist.all_reduce_sum(torch.tensor([loss_sum, correct, correct_tta, n], dtype=torch.float64, device=device))
+        loss_sum, correct, correct_tta, n = sums.tolist()
     out = {"test_loss": loss_sum / n, "test_acc": 100.0 * correct / n}
     if recipe.tta:
         out["test_acc_tta"] = 100.0 * correct_tta / n
@@ -219,12 +226,27 @@ def _model_config(model: nn.Module) -> dict | None:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """Write a checkpoint atomically: a temp file renamed over the old one, so a crash never leaves half a file (notebook 03)."""
+    """Write a checkpoint atomically: a temp file renamed over the old one, so a crash never leaves half a file (notebook 03).
+
+    A failed write (a full disk, a lost mount) removes the temp file, keeps the previous
+    checkpoint and raises a TrainingError naming the path.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_synced(tmp, state)
+        os.replace(tmp, path)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)  # never leave half a checkpoint behind
+        if not isinstance(err, OSError):
+            raise
+        raise TrainingError(
+            f"could not write the checkpoint {path} ({err}); the previous checkpoint there, if any, is intact. "
+            f"Free some disk space or write to another disk (--run-dir); a run can resume from the previous checkpoint"
+        ) from err
+    _fsync_dir(path.parent)
 
 
 def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, map_location="cpu") -> dict:
@@ -294,6 +316,10 @@ def fit(
     atomically every epoch; `resume=True` continues from it. `stop_after` ends the
     run after that many epochs (to demonstrate resuming). A non-finite loss is checked
     every `check_every` steps (default: each step on CPU, every 25 on accelerators).
+
+    Under torchrun (helpers.distributed) the model is wrapped in DistributedDataParallel,
+    the loaders give each process its share, metrics are summed over processes, and
+    only rank 0 writes the checkpoint (with every process's RNG state) and runs callbacks.
     """
     from tqdm.auto import tqdm
 
@@ -309,8 +335,11 @@ def fit(
     scheduler = make_scheduler(optimizer, recipe, total_steps)
     dtype = amp_dtype(recipe.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-    step_model = torch.compile(model) if recipe.compile else model
-    check_every = check_every or (1 if device.type == "cpu" else 25)
+    parallel = dist.wrap_model(model, device)
+    step_model = torch.compile(parallel) if recipe.compile else parallel
+    world = dist.world_size()
+    main_process = dist.is_main_process()
+    check_every = check_every or (1 if device.type == "cpu" and world == 1 else 25)
     history = History()
     config = _model_config(model)
 
@@ -320,7 +349,9 @@ def fit(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        _set_rng_state(state["rng"])
+        per_rank = state.get("rng_per_rank") or []
+        # Each process continues its own random stream when the number of processes is unchanged.
+        _set_rng_state(per_rank[dist.rank()] if len(per_rank) == world else state["rng"])
         history.extend(state["history"])
         start_epoch = state["epoch"]
         if start_epoch >= recipe.epochs:
@@ -333,8 +364,8 @@ def fit(
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{recipe.epochs}", disable=not progress,
-                   leave=False, unit="batch")
+        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{recipe.epochs}",
+                   disable=not (progress and main_process), leave=False, unit="batch")
         _sync(device)
         t0 = time.perf_counter()
         for step, (x, y) in enumerate(train_loader):
@@ -358,12 +389,17 @@ def fit(
             correct += (logits.argmax(1) == y).sum()
             seen += len(y)
             if (step + 1) % check_every == 0 or step + 1 == steps_per_epoch:
-                _check_finite(loss_sum, epoch, step, optimizer)
+                # Summed over processes so that all of them stop together.
+                _check_finite(dist.all_reduce_sum(loss_sum.clone()), epoch, step, optimizer)
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}")
             bar.update()
         _sync(device)
-        seconds = time.perf_counter() - t0
+        seconds = dist.all_reduce_max(time.perf_counter() - t0, device)
         bar.close()
+        if world > 1:
+            totals = torch.stack([loss_sum.double(), correct.double(), torch.tensor(seen, dtype=torch.float64, device=device)])
+            loss_sum, correct, seen = dist.all_reduce_sum(totals)
+            seen = int(seen.item())
         row = {
             "epoch": epoch + 1,
             "lr": optimizer.param_groups[0]["lr"],
@@ -376,14 +412,19 @@ def fit(
         }
         history.append(row)
         if checkpoint is not None:
-            save_checkpoint(checkpoint, {
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": _rng_state(),
-                "history": list(history), "epoch": epoch + 1, "model_config": config,
-                "recipe": recipe.to_dict(),
-            })
-        for callback in callbacks:
-            callback(history, model)
+            rng = dist.gather_objects(_rng_state())
+            if main_process:
+                save_checkpoint(checkpoint, {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "rng": rng[0],
+                    "rng_per_rank": rng, "processes": world,
+                    "history": list(history), "epoch": epoch + 1, "model_config": config,
+                    "recipe": recipe.to_dict(),
+                })
+            dist.barrier()  # no process runs ahead of a checkpoint it could be resumed from
+        if main_process:
+            for callback in callbacks:
+                callback(history, model)
         if stop_after is not None and epoch + 1 - start_epoch >= stop_after:
             break
     return history
@@ -421,19 +462,27 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
 ) -> tuple[nn.Module, History]:
-    """Build the recipe's model and GPU-resident loaders, then `fit` (notebook 03)."""
+    """Build the recipe's model and GPU-resident loaders, then `fit` (notebook 03).
+
+    Under torchrun, `recipe.batch_size` and `recipe.lr` stay global: each of the N processes
+    takes batch_size / N images of every step, so the run takes the same steps as one process.
+    """
     from .data import load_cifar10, loaders
     from .models import build_model
 
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     device = pick_device() if device is None else torch.device(device)
+    world, rank = dist.world_size(), dist.rank()
+    per_process = dist.split_batch(recipe.batch_size)
     data = load_cifar10() if data is None else data
     seed_everything(seed)
-    model = build_model(recipe.model, **recipe.model_overrides)
+    model = build_model(recipe.model, **recipe.model_overrides)  # the same initial weights in every process
+    if world > 1:
+        seed_everything(seed + rank)  # but different dropout masks
     train_loader, test_loader = loaders(
-        data, recipe.batch_size, device=device, seed=seed, augment=recipe.augment,
+        data, per_process, device=device, seed=seed, augment=recipe.augment,
         train_limit=recipe.train_limit, test_limit=recipe.test_limit,
-        size=model.config.input_size, channels_last=recipe.channels_last,
+        size=model.config.input_size, channels_last=recipe.channels_last, rank=rank, world_size=world,
     )
     history = fit(model, train_loader, test_loader, recipe, device=device, checkpoint=checkpoint, resume=resume,
                   callbacks=callbacks, progress=progress, stop_after=stop_after)
@@ -468,6 +517,9 @@ def _parser():
     p.add_argument("--recipe", default=None, choices=list(RECIPES),
                    help="named recipe (default: 'gpu' on CUDA, else 'cpu')")
     p.add_argument("--model", help="model preset from helpers.models.PRESETS (default: the recipe's)")
+    p.add_argument("--norm", choices=("none", "lrn", "batch"), help="model knob: normalisation after each conv layer")
+    p.add_argument("--dropout", type=float, help="model knob: dropout before each hidden Linear layer (0 for none)")
+    p.add_argument("--width", type=float, help="model knob: multiplier on the conv channel widths")
     p.add_argument("--epochs", type=int, help="number of epochs")
     p.add_argument("--batch-size", type=int, help="images per training step")
     p.add_argument("--optimizer", choices=OPTIMIZERS, help="optimiser")
@@ -488,19 +540,33 @@ def _parser():
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading missing data")
     p.add_argument("--run-dir", help="output folder (default: runs/<recipe>-seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue from the run folder's checkpoint")
+    p.add_argument("--stop-after", type=int, metavar="N",
+                   help="stop after N epochs of this call (the schedule still spans --epochs); continue with --resume")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: `python -m helpers.train --help` (notebook 03)."""
+    """Command-line entry point: `python -m helpers.train --help` (notebook 03); also under `torchrun` (README)."""
+    args = _parser().parse_args(argv)
+    distributed = dist.launched_by_torchrun()
+    try:
+        return _main(args, distributed)
+    finally:
+        if distributed:
+            dist.close_distributed()
+
+
+def _main(args, distributed: bool) -> int:
     from .data import CIFAR10Error, load_cifar10
     from .mode import mode_banner
     from .models import resolve_config
 
-    args = _parser().parse_args(argv)
+    say = print if not distributed or int(os.environ.get("RANK", "0")) == 0 else (lambda *a, **k: None)
     try:
-        device = pick_device(args.device)
+        if args.stop_after is not None and args.stop_after < 1:
+            raise ValueError(f"--stop-after must be at least 1, got {args.stop_after}")
+        device = dist.init_distributed(args.device) if distributed else pick_device(args.device)
         name = args.recipe or ("gpu" if device.type == "cuda" else "cpu")
         flags = {
             "model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer,
@@ -511,31 +577,48 @@ def main(argv: Sequence[str] | None = None) -> int:
             "compile": True if args.compile else None,
         }
         recipe = get_recipe(name, **{k: v for k, v in flags.items() if v is not None})
+        knobs = {k: getattr(args, k) for k in ("norm", "dropout", "width") if getattr(args, k) is not None}
+        if knobs:
+            recipe = recipe.replace(model_overrides={**recipe.model_overrides, **knobs})
         resolve_config(recipe.model, **recipe.model_overrides)  # an unknown model fails before any work
+        processes = dist.world_size()
+        dist.split_batch(recipe.batch_size)  # fails before any work
         run_dir = Path(args.run_dir or f"runs/{recipe.name}-seed{args.seed}")
-        _prepare_run_dir(run_dir, args.resume)
-        data = load_cifar10(args.data_root, download=not args.no_download)
+        if dist.is_main_process():  # one writer per run folder
+            _prepare_run_dir(run_dir, args.resume)
+            _check_disk_space(run_dir, recipe)  # a full disk fails now, not at the first checkpoint
+            data = load_cifar10(args.data_root, download=not args.no_download)
+        dist.barrier()  # the others read what rank 0 downloaded and cached
+        if not dist.is_main_process():
+            data = load_cifar10(args.data_root, download=False)
     except (ValueError, CIFAR10Error, OSError) as err:
         print(f"error: {err}")
         return 2
-    print(describe_device(device))
-    print(mode_banner())
-    print(f"recipe {recipe.name}: {recipe.to_dict()}")
-    config = {"recipe": recipe.to_dict(), "seed": args.seed, "device": describe_device(device)}
-    (run_dir / "config.json").write_text(json.dumps(config, indent=1))
+    where = describe_device(device) + (f" | {processes} processes ({'nccl' if device.type == 'cuda' else 'gloo'})"
+                                       if processes > 1 else "")
+    say(where)
+    say(mode_banner())
+    say(f"recipe {recipe.name}: {recipe.to_dict()}")
+    config = {"recipe": recipe.to_dict(), "seed": args.seed, "device": where, "processes": processes}
+    if dist.is_main_process():
+        (run_dir / "config.json").write_text(json.dumps(config, indent=1))
     try:
         model, history = train(
             recipe, data=data, seed=args.seed, device=device, checkpoint=run_dir / "checkpoint.pt",
-            resume=args.resume, progress=not args.no_progress,
+            resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after,
             callbacks=[lambda h, m: (print(_epoch_line(h.last)), write_history(run_dir, h))],
         )
     except TrainingError as err:
         print(f"error: {err}")
         return 1
-    metrics = {**history.last, "recipe": recipe.name, "seed": args.seed, "device": describe_device(device)}
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    print(f"done: test accuracy {history.last['test_acc']:.2f}% in {history.last['train_seconds_total']:.1f} s "
-          f"of training; run folder {run_dir}")
+    if len(history) < recipe.epochs:
+        say(f"stopped after epoch {len(history)} of {recipe.epochs}; continue with the same command and --resume")
+        return 0
+    if dist.is_main_process():
+        metrics = {**history.last, "recipe": recipe.name, "seed": args.seed, "device": where, "processes": processes}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    say(f"done: test accuracy {history.last['test_acc']:.2f}% in {history.last['train_seconds_total']:.1f} s "
+        f"of training; run folder {run_dir}")
     return 0
 
 
@@ -551,7 +634,87 @@ def _prepare_run_dir(run_dir: Path, resume: bool) -> None:
         probe.write_bytes(b"x" * 1024)
         probe.unlink()
     except OSError as err:
-        raise OSError(f"cannot write to the run folder {run_dir}: {err}") from err
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+        raise OSError(f"cannot write to the run folder {run_dir}: {err}; choose another --run-dir") from err
+    # A run killed while saving leaves checkpoint.pt.tmp beside the intact checkpoint.pt: drop it.
+    (run_dir / "checkpoint.pt.tmp").unlink(missing_ok=True)
+
+
+def _check_disk_space(run_dir: Path, recipe: Recipe) -> None:
+    """Fail before any training when the run folder's disk cannot hold a checkpoint and its temporary copy."""
+    import shutil
+
+    checkpoint = run_dir / "checkpoint.pt"
+    estimate = _checkpoint_bytes(recipe)
+    existing = checkpoint.stat().st_size if checkpoint.is_file() else 0
+    # Every save writes a whole temporary copy before it replaces the previous checkpoint: two at once.
+    needed = 2 * estimate - min(existing, estimate)
+    free = shutil.disk_usage(run_dir).free
+    if free < needed:
+        raise OSError(
+            f"not enough disk space in {run_dir}: a checkpoint of this model and optimiser takes about "
+            f"{_mib(estimate)} and each save writes a temporary copy beside the previous one, so {_mib(needed)} "
+            f"must be free, but only {_mib(free)} is; free some space or pick a --run-dir on another disk"
+        )
+
+
+def _checkpoint_bytes(recipe: Recipe) -> int:
+    """Estimated size of one checkpoint: weights and buffers, optimiser state, history, RNG states, overhead."""
+    from .models import build_model
+
+    with torch.device("meta"):  # shapes only: no memory, no time
+        model = build_model(recipe.model, **recipe.model_overrides)
+    tensors = model.state_dict().values()
+    params = [p for p in model.parameters() if p.requires_grad]
+    # SGD keeps a momentum buffer per parameter (none without momentum); Adam and AdamW keep two moments.
+    slots = 2 if recipe.optimizer in ("adam", "adamw") else int(recipe.momentum > 0)
+    data = sum(t.numel() * t.element_size() for t in tensors) + slots * sum(p.numel() * p.element_size() for p in params)
+    records = len(tensors) + slots * len(params)  # each tensor is a zip record with its own header and padding
+    return data + 1024 * records + 2048 * recipe.epochs + 32 * 1024 * (dist.world_size() + 1)
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def _write_synced(path: Path, state: dict) -> None:
+    # torch.save reports a failed write as a vague RuntimeError ("unexpected pos ..."): keep the
+    # OSError that caused it (ENOSPC, EFBIG, EIO) so the message says what went wrong.
+    from types import SimpleNamespace
+
+    failures: list[OSError] = []
+    with open(path, "wb") as f:
+        def write(data) -> int:
+            try:
+                return f.write(data)
+            except OSError as err:
+                failures.append(err)
+                raise
+
+        try:
+            torch.save(state, SimpleNamespace(write=write, flush=f.flush))
+        except RuntimeError:
+            if not failures:
+                raise
+        if failures:
+            raise failures[0]
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself survive a power cut; some platforms cannot open a folder, which is fine.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _epoch_line(row: dict) -> str:

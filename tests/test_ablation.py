@@ -18,6 +18,7 @@ from helpers.ablation import (
     Variant,
     load_records,
     main,
+    merge_shards,
     parse_shard,
     plan_runs,
     plot_sweep,
@@ -25,6 +26,8 @@ from helpers.ablation import (
     recipe_key,
     run_sweep,
     select_variants,
+    shard_output,
+    split_shard,
     summarize_sweep,
     variant_by_name,
     variant_recipe,
@@ -158,6 +161,53 @@ def test_shard_files_are_read_back_together(tmp_path):
     records = load_records(out)
     assert sorted((r["variant"], r["seed"]) for r in records) == sorted(
         (v.name, s) for v in variants for s in (0, 1))
+
+
+def test_nested_shards_partition_the_runs():
+    runs = list(range(23))
+
+    def take(shard):
+        i, n = shard
+        return runs[i::n]
+
+    # Two machines (shards 1/2 and 2/2), each running 3 jobs: each machine's jobs do exactly its shard.
+    for machine in range(2):
+        mine = [r for job in range(3) for r in take(split_shard((machine, 2), job, 3))]
+        assert sorted(mine) == runs[machine::2]
+    assert split_shard(None, 1, 4) == (1, 4)
+
+
+def test_merge_writes_the_shards_into_one_file(tmp_path):
+    out = tmp_path / "ablations.json"
+    variants = select_variants(["augment"])
+    for i in range(2):
+        run_sweep(variants, (0,), shard_output(out, (i, 2)), full=False, shard=(i, 2), data=fake_data(),
+                  progress=False, train_fn=FakeTrain())
+    assert not out.exists()
+    merged = merge_shards(out)
+    assert sorted(r["variant"] for r in read_records(out)) == sorted(r["variant"] for r in merged) == \
+        sorted(v.name for v in variants)
+    assert len(merge_shards(out)) == len(merged)  # merging twice adds nothing
+
+
+def test_jobs_run_shards_in_parallel_processes_and_merge(cifar_root, tmp_path, capsys):
+    out = tmp_path / "sweep.json"
+    code = main(["--reduced", "--jobs", "2", "--groups", "augment", "--seeds", "0", "--out", str(out),
+                 "--data-root", str(cifar_root), "--device", "cpu"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "job 1/2: shard 1/2" in text and "job 2/2: shard 2/2" in text
+    assert (tmp_path / "sweep-shard1of2.json").is_file() and (tmp_path / "sweep-shard2of2.json").is_file()
+    records = read_records(out)
+    assert sorted(r["variant"] for r in records) == ["baseline", "no_augment"]
+    assert all(r["status"] == "ok" and r["reduced"] for r in records)
+    assert main(["--jobs", "0", "--out", str(out)]) == 2 and "--jobs" in capsys.readouterr().out
+
+
+def test_summary_of_a_partial_shard():
+    assert summarize_sweep([record("baseline", 0, 50.0)], ["augment"]).empty  # reference only: nothing to compare
+    table = summarize_sweep([record("no_augment", 0, 40.0)], ["augment"])
+    assert table["verdict"].tolist() == ["no reference run yet"]
 
 
 def test_broken_results_file_is_reported(tmp_path):

@@ -63,12 +63,16 @@ def test_missing_data_offline_names_folder_and_fixes(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
-    monkeypatch.setattr("torchvision.datasets.utils.download_and_extract_archive", offline)
+    monkeypatch.delenv("CIFAR10_MIRRORS", raising=False)
+    monkeypatch.setattr("helpers.download.urlopen", offline)
+    monkeypatch.setattr("helpers.download._sleep", lambda seconds: None)
     with pytest.raises(CIFAR10Error) as err:
         load_cifar10(tmp_path / "empty")
     text = str(err.value)
     assert str(tmp_path / "empty" / D.FOLDER) in text
     assert "download failed" in text and "CIFAR10_ROOT" in text and "download=True" in text
+    assert f"{D.URL}: connection failed: [Errno -2] Name or service not known [5 attempts]" in text
+    assert "CIFAR10_MIRRORS" in text
 
 
 def test_missing_data_without_download(tmp_path):

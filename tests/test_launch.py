@@ -1,0 +1,185 @@
+"""Launch files stay consistent: badges and Colab install lines match pyproject.toml, Binder and conda list its packages."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+
+
+def load_tool(name: str) -> types.ModuleType:
+    """Import tools/<name>.py (tools/ is a folder of scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+sync_links = load_tool("sync_links")
+
+
+def pyproject() -> dict:
+    """pyproject.toml, parsed (tomllib is in the standard library from Python 3.11)."""
+    tomllib = pytest.importorskip("tomllib")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+
+
+def requirement(spec: str) -> tuple[str, str]:
+    """("name", "bound") of a requirement such as "Pillow>=10": name normalised, extras dropped."""
+    match = re.fullmatch(r"\s*([A-Za-z0-9_.-]+)(\[[^\]]*\])?\s*(.*?)\s*", spec)
+    assert match, spec
+    return re.sub(r"[-_.]+", "-", match.group(1)).lower(), match.group(3).replace(" ", "")
+
+
+def project_requirements(*extras: str) -> dict[str, str]:
+    """Name -> lower bound of pyproject's dependencies plus the given extras (self-references left out)."""
+    data = pyproject()["project"]
+    specs = list(data["dependencies"])
+    for extra in extras:
+        specs += data["optional-dependencies"][extra]
+    reqs = dict(requirement(s) for s in specs)
+    reqs.pop(data["name"], None)
+    return reqs
+
+
+def test_launch_links_match_pyproject():
+    """Every badge and install line is what tools/sync_links.py writes from pyproject.toml (run it to fix)."""
+    assert sync_links.sync(write=False) == []
+
+
+def test_every_notebook_has_its_badges_and_one_guarded_install_line():
+    launch = sync_links.read_launch()
+    assert re.fullmatch(r"v\d+\.\d+\.\d+\S*", launch.ref), "Colab installs a release tag, never a moving branch"
+    for path in NOTEBOOKS:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        head = "".join(nb["cells"][0]["source"]).split("\n")
+        assert nb["cells"][0]["cell_type"] == "markdown" and head[0].startswith("# "), path.name
+        assert launch.badges(path.name) in head, f"{path.name}: no badge line under the title"
+        assert launch.colab(path.name).endswith(f"/blob/{launch.ref}/notebooks/{path.name}")
+
+        installs = [(i, line) for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"
+                    for line in "".join(c["source"]).split("\n") if re.search(r"pip\s+install", line)]
+        setup = sync_links.setup_cell(nb)
+        assert setup is not None, f"{path.name}: the first code cell must call start()"
+        assert len(installs) == 1 and installs[0][0] == nb["cells"].index(setup), f"{path.name}: {installs}"
+        lines = "".join(setup["source"]).split("\n")
+        at = lines.index(launch.install())
+        guard = lines.index(sync_links.GUARD)
+        # Everything between the guard and the install line is indented under the guard: Colab only.
+        assert guard < at and all(line.startswith("    ") for line in lines[guard + 1:at + 1]), lines
+        assert any(line.strip().startswith("import torch") for line in lines[guard + 1:at]), "torch must be imported to pin it"
+        assert "torch=={torch.__version__}" in lines[at], "pip must keep Colab's own torch"
+
+
+def test_the_repository_url_is_written_only_where_sync_links_writes_it():
+    launch = sync_links.read_launch()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start, end = readme.index(sync_links.README_START), readme.index(sync_links.README_END)
+    assert launch.slug not in readme[:start] + readme[end:]
+    for path in NOTEBOOKS:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        rest = [line for c in nb["cells"] for line in "".join(c["source"]).split("\n")
+                if line not in (launch.badges(path.name), launch.install())]
+        assert launch.slug not in "\n".join(rest), path.name
+    others = [ROOT / "environment.yml", ROOT / ".ci" / "run", *(ROOT / "binder").iterdir(), *(ROOT / "helpers").glob("*.py")]
+    for path in others:
+        assert launch.slug not in path.read_text(encoding="utf-8"), path
+
+
+def test_sync_links_rewrites_only_the_badge_and_install_lines(tmp_path: Path):
+    (tmp_path / "notebooks").mkdir()
+    for path in NOTEBOOKS:
+        shutil.copy(path, tmp_path / "notebooks")
+    shutil.copy(ROOT / "README.md", tmp_path)
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    moved = text.replace(sync_links.read_launch().url, "https://github.com/someone/elsewhere").replace(
+        'version = "', 'version = "9.', 1)
+    (tmp_path / "pyproject.toml").write_text(moved, encoding="utf-8")
+
+    changes = sync_links.sync(tmp_path)
+    assert len(changes) == 2 * len(NOTEBOOKS) + 1 and all(c.endswith("updated") for c in changes), changes
+    assert sync_links.sync(tmp_path, write=False) == []
+    for path in NOTEBOOKS:
+        before = json.loads(path.read_text(encoding="utf-8"))
+        after = json.loads((tmp_path / "notebooks" / path.name).read_text(encoding="utf-8"))
+        setup = before["cells"].index(sync_links.setup_cell(before))
+        assert after["metadata"] == before["metadata"]
+        for i, (a, b) in enumerate(zip(after["cells"], before["cells"])):
+            assert {k: v for k, v in a.items() if k != "source"} == {k: v for k, v in b.items() if k != "source"}
+            assert (a["source"] != b["source"]) == (i in (0, setup)), (path.name, i)
+        assert "someone/elsewhere/blob/v9." in "".join(after["cells"][0]["source"])
+    readme = (tmp_path / "README.md").read_text(encoding="utf-8")
+    assert "gh/someone/elsewhere/v9." in readme and sync_links.read_launch().slug not in readme
+
+
+def test_colab_widget_manager_is_switched_on_only_on_colab(monkeypatch: pytest.MonkeyPatch):
+    from helpers import notebook
+
+    calls = []
+    output = types.SimpleNamespace(enable_custom_widget_manager=lambda: calls.append("on"))
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    assert notebook.enable_colab_widgets() is False and calls == []
+
+    google, colab = types.ModuleType("google"), types.ModuleType("google.colab")
+    colab.output, google.colab = output, colab
+    monkeypatch.setitem(sys.modules, "google", google)
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    assert notebook.enable_colab_widgets() is True and calls == ["on"]
+
+
+def conda_environment() -> tuple[dict[str, str], dict[str, str]]:
+    """(conda packages, pip packages) of environment.yml as name -> bound; a small reader for this one file's layout."""
+    conda, pip, in_pip, section = {}, {}, False, None
+    for line in (ROOT / "environment.yml").read_text(encoding="utf-8").splitlines():
+        key = re.match(r"^(\w+):", line)
+        section = key.group(1) if key else section
+        item = re.match(r"^(\s*)- (.+)$", line)
+        if not item or section != "dependencies":
+            continue
+        nested, value = len(item.group(1)) > 2, item.group(2).split("#")[0].strip()
+        in_pip = (in_pip and nested) or value == "pip:"
+        if value in ("pip", "pip:") or value.startswith("-"):  # pip itself, the pip: key, "--editable ."
+            continue
+        name, bound = requirement(value)
+        (pip if in_pip else conda)[name] = bound
+    return conda, pip
+
+
+def test_environment_yml_lists_the_packages_of_pyproject():
+    conda, pip = conda_environment()
+    assert conda.pop("python") == pyproject()["project"]["requires-python"]
+    conda["torch"] = conda.pop("pytorch")  # conda-forge's name for torch
+    assert {**conda, **pip} == project_requirements("notebooks", "test", "browser")
+    dev = pyproject()["project"]["optional-dependencies"]["dev"]
+    assert dev == ["alexnet-cifar10[notebooks,test,browser]"], "environment.yml mirrors the dev extra: update both"
+
+
+def test_binder_installs_pyproject_packages_with_cpu_torch_and_the_package_in_postbuild():
+    lines = [line.strip() for line in (ROOT / "binder" / "requirements.txt").read_text(encoding="utf-8").splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    options = [line for line in lines if line.startswith("-")]
+    assert options == ["--extra-index-url https://download.pytorch.org/whl/cpu"], options
+    # No local path: a "-e .." line would disable repo2docker's pre-assembly of the environment.
+    assert not [line for line in lines if line.startswith((".", "/")) or " @ " in line]
+    assert dict(requirement(line) for line in lines if not line.startswith("-")) == project_requirements("notebooks")
+
+    post = (ROOT / "binder" / "postBuild").read_text(encoding="utf-8").splitlines()
+    commands = [line for line in post if line.strip() and not line.startswith("#")]
+    assert post[0].startswith("#!") and commands[0].startswith("set -e"), "postBuild fails the build only with set -e"
+    assert any(re.search(r"pip install .*-e \.$", c) for c in commands)
+    assert any("load_cifar10()" in c for c in commands), "CIFAR-10 is fetched at build time"
+    assert (ROOT / "binder" / "postBuild").stat().st_mode & 0o111, "repo2docker runs postBuild as an executable"
+    runtime = (ROOT / "binder" / "runtime.txt").read_text(encoding="utf-8").strip()
+    minimum = pyproject()["project"]["requires-python"].removeprefix(">=")
+    major, minor = (int(v) for v in runtime.removeprefix("python-").split("."))
+    assert (major, minor) >= tuple(int(v) for v in minimum.split("."))
