@@ -479,10 +479,14 @@ def train(
     model = build_model(recipe.model, **recipe.model_overrides)  # the same initial weights in every process
     if world > 1:
         seed_everything(seed + rank)  # but different dropout masks
+    size = model.config.input_size
+    # Evaluation holds one test batch's activations: keep it near 1000 images' worth of 32x32 pixels
+    # (1000 images at 227x227 take over 3 GB on a CPU), but no smaller than a training batch.
+    test_batch = min(1000, max(per_process, 1000 * 32 * 32 // size**2))
     train_loader, test_loader = loaders(
         data, per_process, device=device, seed=seed, augment=recipe.augment,
-        train_limit=recipe.train_limit, test_limit=recipe.test_limit,
-        size=model.config.input_size, channels_last=recipe.channels_last, rank=rank, world_size=world,
+        train_limit=recipe.train_limit, test_limit=recipe.test_limit, size=size, test_batch_size=test_batch,
+        channels_last=recipe.channels_last, rank=rank, world_size=world,
     )
     history = fit(model, train_loader, test_loader, recipe, device=device, checkpoint=checkpoint, resume=resume,
                   callbacks=callbacks, progress=progress, stop_after=stop_after)
