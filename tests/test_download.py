@@ -74,8 +74,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.flush()
-            threading.Event().wait(1.0)
             script.log.append(Served(self.path, rng, 200, 0))
+            threading.Event().wait(1.0)
         elif rng:
             start = int(re.fullmatch(r"bytes=(\d+)-", rng).group(1))
             if start >= len(body):
@@ -92,9 +92,11 @@ class Handler(BaseHTTPRequestHandler):
         for k, v in headers.items():
             self.send_header(k, v)
         self.end_headers()
+        # Logged before the body goes out: the client may finish reading (and the test check the log)
+        # before this thread gets to run again.
+        self.server.script.log.append(Served(self.path, rng, code, len(body)))
         self.wfile.write(body)
         self.wfile.flush()
-        self.server.script.log.append(Served(self.path, rng, code, len(body)))
 
 
 @pytest.fixture
