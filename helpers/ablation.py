@@ -638,6 +638,8 @@ def _run_jobs(args, full: bool, shard: tuple[int, int] | None) -> int:
     import subprocess
     import sys
 
+    from .distributed import cores_per_process
+
     gpus = torch.cuda.device_count() if args.device in (None, "cuda") else 0
     base = Path(args.out) if args.out else default_output(full)
     argv = ["--seeds", *map(str, args.seeds), "--out", str(base), "--full" if full else "--reduced", "--no-progress"]
@@ -653,7 +655,7 @@ def _run_jobs(args, full: bool, shard: tuple[int, int] | None) -> int:
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = str(job % gpus)
         else:  # share the cores instead of every process using all of them
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // args.jobs))
+            env["OMP_NUM_THREADS"] = str(cores_per_process(args.jobs))
         log = shard_output(base, (i, n)).with_suffix(".log")
         log.parent.mkdir(parents=True, exist_ok=True)
         print(f"job {job + 1}/{args.jobs}: shard {i + 1}/{n}"

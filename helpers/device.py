@@ -95,3 +95,11 @@ def release_memory() -> None:
             pass
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work so a timer measures it too (notebooks 03, 06)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()

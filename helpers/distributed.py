@@ -37,10 +37,15 @@ def init_distributed(device: torch.device | str | None = None) -> torch.device:
         raise ValueError("distributed training is not supported on Apple MPS; use --device cpu or one process")
     else:
         # torchrun sets OMP_NUM_THREADS=1 for several processes; share the machine's cores among them instead.
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+        torch.set_num_threads(cores_per_process(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return device
+
+
+def cores_per_process(processes: int) -> int:
+    """This machine's CPU cores shared out among `processes` processes, at least one each (README)."""
+    return max(1, (os.cpu_count() or 1) // processes)
 
 
 def close_distributed() -> None:

@@ -6,7 +6,6 @@ architectures and shows numerically why the model returns logits.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -18,6 +17,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .download import file_md5
 from .models import PRESETS, build_model, count_parameters, summarize
 from .train import compute_loss
 
@@ -71,16 +71,8 @@ def official_md5_matches(root: str | os.PathLike) -> dict[str, bool]:
     result = {}
     for name, md5 in expected.items():
         path = folder / name
-        result[name] = path.is_file() and _md5(path) == md5
+        result[name] = path.is_file() and file_md5(path) == md5
     return result
-
-
-def _md5(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def measure_throughput(loader: Iterable, max_images: int | None = None) -> dict:

@@ -20,17 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .device import cpuinfo_values
+from .device import cpuinfo_values, synchronize
 from .models import build_model
 from .train import amp_dtype, autocast
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for queued GPU work so a timer measures it too (notebook 06)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 @dataclass(frozen=True)

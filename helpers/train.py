@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import distributed as dist
-from .device import cpu_supports_bf16, describe_device, pick_device
-from .recipes import Recipe, get_recipe
+from .device import cpu_supports_bf16, describe_device, pick_device, synchronize
+from .recipes import Recipe, get_recipe, recipe_for_device
 
 Callback = Callable[["History", nn.Module], None]
 
@@ -366,7 +366,7 @@ def fit(
         seen = 0
         bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{recipe.epochs}",
                    disable=not (progress and main_process), leave=False, unit="batch")
-        _sync(device)
+        synchronize(device)
         t0 = time.perf_counter()
         for step, (x, y) in enumerate(train_loader):
             x, y = _to(x, y, device, recipe.channels_last)
@@ -393,7 +393,7 @@ def fit(
                 _check_finite(dist.all_reduce_sum(loss_sum.clone()), epoch, step, optimizer)
                 bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}")
             bar.update()
-        _sync(device)
+        synchronize(device)
         seconds = dist.all_reduce_max(time.perf_counter() - t0, device)
         bar.close()
         if world > 1:
@@ -428,14 +428,6 @@ def fit(
         if stop_after is not None and epoch + 1 - start_epoch >= stop_after:
             break
     return history
-
-
-def _sync(device: torch.device) -> None:
-    # Timings must include queued GPU work.
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int, optimizer: torch.optim.Optimizer) -> None:
@@ -566,12 +558,11 @@ def _main(args, distributed: bool) -> int:
     from .mode import mode_banner
     from .models import resolve_config
 
-    say = print if not distributed or int(os.environ.get("RANK", "0")) == 0 else (lambda *a, **k: None)
     try:
         if args.stop_after is not None and args.stop_after < 1:
             raise ValueError(f"--stop-after must be at least 1, got {args.stop_after}")
         device = dist.init_distributed(args.device) if distributed else pick_device(args.device)
-        name = args.recipe or ("gpu" if device.type == "cuda" else "cpu")
+        name = args.recipe or recipe_for_device(device.type)
         flags = {
             "model": args.model, "epochs": args.epochs, "batch_size": args.batch_size, "optimizer": args.optimizer,
             "lr": args.lr, "weight_decay": args.weight_decay, "schedule": args.schedule,
@@ -598,6 +589,7 @@ def _main(args, distributed: bool) -> int:
     except (ValueError, CIFAR10Error, OSError) as err:
         print(f"error: {err}")
         return 2
+    say = print if dist.is_main_process() else (lambda *a, **k: None)
     where = describe_device(device) + (f" | {processes} processes ({'nccl' if device.type == 'cuda' else 'gloo'})"
                                        if processes > 1 else "")
     say(where)
