@@ -70,11 +70,11 @@ class Handler(BaseHTTPRequestHandler):
         elif action == "no_length":
             self._reply(200, body, {}, rng)
         elif action == "stall":
+            script.log.append(Served(self.path, rng, 200, 0))
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.flush()
-            script.log.append(Served(self.path, rng, 200, 0))
             threading.Event().wait(1.0)
         elif rng:
             start = int(re.fullmatch(r"bytes=(\d+)-", rng).group(1))
@@ -88,13 +88,13 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(200, body, {"Content-Length": str(len(body))}, rng)
 
     def _reply(self, code: int, body: bytes, headers: dict[str, str], rng: str | None) -> None:
+        # Logged before anything goes out: the client may finish reading (and the test check the log)
+        # before this thread gets to run again.
+        self.server.script.log.append(Served(self.path, rng, code, len(body)))
         self.send_response(code)
         for k, v in headers.items():
             self.send_header(k, v)
         self.end_headers()
-        # Logged before the body goes out: the client may finish reading (and the test check the log)
-        # before this thread gets to run again.
-        self.server.script.log.append(Served(self.path, rng, code, len(body)))
         self.wfile.write(body)
         self.wfile.flush()
 
