@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 NORMS = ("none", "lrn", "batch")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu")
@@ -367,6 +366,10 @@ def summarize(model: nn.Module, input_size: int | None = None) -> list[dict]:
     FLOPs are what torch's FlopCounterMode reports: 2 x multiply-adds of convs and
     matmuls, biases, activations, norms and poolings counted as 0.
     """
+    # Imported here, not at the top: with a CUDA build of torch it loads Triton (about 75 MB resident),
+    # which notebooks that never count FLOPs should not carry.
+    from torch.utils.flop_counter import FlopCounterMode
+
     size = _config_input_size(model) if input_size is None else input_size
     leaves = {name: module for name, module in model.named_modules() if not any(module.children())}
     shapes: dict[str, tuple[int, ...]] = {}

@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from .device import cpuinfo_values, synchronize
 from .models import build_model
@@ -102,12 +101,19 @@ def compare_throughput(
 
     Returns a DataFrame with one row per setting: its fields, images_per_s (median),
     min/max over repeats, ms_per_step, and first_step_s (the first call, which
-    includes torch.compile's compilation when compile=True).
+    includes torch.compile's compilation when compile=True). Every timing of
+    `steps` steps follows `warmup` untimed ones.
+
+    Only one step's model, gradients and optimiser state exist at a time: a step is
+    built (same seed, same weights), warmed up, timed and dropped at every turn, so
+    that the seed's 39M-parameter model twice over does not have to fit beside the
+    rest (a 2 GB Binder machine). Compiled steps are the exception: they are kept,
+    since compiling again each turn would cost far more than their small models.
     """
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from .device import pick_device
+    from .device import pick_device, release_memory
 
     _check_counts(steps=steps, warmup=warmup, repeats=repeats)
     if not settings:
@@ -117,29 +123,38 @@ def compare_throughput(
         raise ValueError(f"setting labels must be unique, got {labels}")
     device = pick_device() if device is None else torch.device(device)
     bar = tqdm(total=len(settings) * (repeats + 1), desc="timing", unit="run", disable=not progress)
-    prepared, first = [], []
-    for s in settings:
+    kept: dict[int, _Step] = {}
+    first, facts = [], []
+    for i, s in enumerate(settings):
         step = _Step(s, device)
         first.append(step.time(1))  # compilation, allocator and kernel-selection costs land here
-        if warmup > 1:
-            step.time(warmup - 1)
-        prepared.append(step)
+        facts.append((step.model.config.input_size, step.dtype))
+        if s.compile:
+            kept[i] = step
+        del step
+        release_memory()
         bar.update()
     times: list[list[float]] = [[] for _ in settings]
     for _ in range(repeats):
-        for i, step in enumerate(prepared):
+        for i, s in enumerate(settings):
+            step = kept.get(i) or _Step(s, device)
+            if warmup:
+                step.time(warmup)
             times[i].append(step.time(steps))
+            if step.optimizer is not None:  # a kept step's gradients need not outlive its turn
+                step.optimizer.zero_grad(set_to_none=True)
+            del step
             bar.update()
     bar.close()
     rows = []
-    for s, step, t, t0 in zip(settings, prepared, times, first):
+    for s, (size, dtype), t, t0 in zip(settings, facts, times, first):
         per_s = [s.batch_size * steps / x for x in t]
         rows.append({
             **{k: v for k, v in asdict(s).items() if k != "overrides"},
-            "input_size": step.model.config.input_size,
+            "input_size": size,
             "images_per_s": statistics.median(per_s), "images_per_s_min": min(per_s), "images_per_s_max": max(per_s),
             "ms_per_step": 1000 * statistics.median(t) / steps, "first_step_s": t0,
-            "amp_dtype": str(step.dtype).replace("torch.", "") if step.dtype is not None else "float32",
+            "amp_dtype": str(dtype).replace("torch.", "") if dtype is not None else "float32",
         })
     return pd.DataFrame(rows)
 
@@ -185,6 +200,8 @@ def step_flops(model: nn.Module | str, input_size: int | None = None, batch: int
     matrix products; the backward pass computes gradients for inputs and weights,
     about twice the forward work, so `train / forward` comes out near 3.
     """
+    from torch.utils.flop_counter import FlopCounterMode  # loads Triton with a CUDA build: only when counting
+
     model = build_model(model) if isinstance(model, str) else model
     size = model.config.input_size if input_size is None else input_size
     _check_counts(batch=batch, input_size=size)

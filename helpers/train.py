@@ -79,7 +79,11 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
     cls = torch.optim.Adam if recipe.optimizer == "adam" else torch.optim.AdamW
-    return cls(groups, lr=recipe.lr, betas=tuple(recipe.betas))
+    # The fused kernel updates each tensor in one pass; the default (foreach) implementation makes
+    # whole-model temporaries. For the seed's 39M-parameter model on a CPU that is about 0.3-0.4 GB
+    # less peak memory (it decides whether notebook 03 fits a 2 GB Binder machine) and faster steps.
+    fused = next(model.parameters()).device.type in ("cpu", "cuda")
+    return cls(groups, lr=recipe.lr, betas=tuple(recipe.betas), fused=fused)
 
 
 def lr_factor(schedule: str, step: int, total: int, warmup: float = 0.25) -> float:

@@ -319,6 +319,47 @@ def test_throughput_and_interleaved_comparison(monkeypatch):
         compare_throughput([Setting("a")], repeats=0, device="cpu")
 
 
+def test_comparison_holds_one_step_at_a_time_and_keeps_compiled_ones(monkeypatch):
+    # Two copies of the seed's model and their optimiser state do not fit a 2 GB machine beside the data:
+    # compare_throughput must build, time and drop each uncompiled step in turn, interleaved.
+    import gc
+
+    import helpers.perf as perf
+
+    alive: dict[int, bool] = {}  # id -> compiled?
+    most_alive, built, timed = [0], [], []
+
+    class Counted(perf._Step):
+        def __init__(self, setting, device, seed=0):
+            super().__init__(setting, device, seed)
+            built.append(setting.label)
+            alive[id(self)] = setting.compile
+            most_alive[0] = max(most_alive[0], sum(not compiled for compiled in alive.values()))
+
+        def time(self, steps):
+            timed.append((self.setting.label, steps))
+            return super().time(steps)
+
+        def __del__(self):
+            alive.pop(id(self), None)
+
+    monkeypatch.setattr(perf, "_Step", Counted)
+    monkeypatch.setattr(torch, "compile", lambda m: m)
+    tiny = {"width": 0.125, "fc_size": 16}
+    settings = [perf.Setting("a", overrides=tiny, batch_size=4), perf.Setting("b", overrides=tiny, batch_size=4),
+                perf.Setting("c", overrides=tiny, batch_size=4, compile=True)]
+    gc.disable()  # only reference counting may free the steps, as in a kernel between collections
+    try:
+        perf.compare_throughput(settings, steps=2, warmup=1, repeats=2, device="cpu", progress=False)
+    finally:
+        gc.enable()
+    assert most_alive[0] == 1
+    assert built == ["a", "b", "c", "a", "b", "a", "b"]  # the compiled step is built (and compiled) once
+    measured = [label for label, steps in timed if steps == 2]
+    assert measured == ["a", "b", "c", "a", "b", "c"]  # interleaved
+    assert [steps for label, steps in timed if label == "a"] == [1, 1, 2, 1, 2]  # first call, then warm-up + timing
+
+
 def test_flop_counts_and_peaks():
     from helpers.models import build_model, total_flops
     from helpers.perf import cpu_peak_flops, gpu_peak_flops, step_flops

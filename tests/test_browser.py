@@ -1,4 +1,4 @@
-"""Every notebook in a real JupyterLab, in headless Chromium: no errors, live widgets, rendered plots (tools/lab_check.py).
+"""Every notebook in a real JupyterLab, in headless Chromium: no errors, live widgets, plots, memory (tools/lab_check.py).
 
 Skipped when Chromium or Playwright is missing, unless ALEXNET_REQUIRE_BROWSER=1 (CI), which makes that a failure.
 ALEXNET_LAB_PYTHON picks the Python whose JupyterLab and kernel run the notebooks (CI: the Binder environment).
@@ -62,7 +62,8 @@ def test_every_notebook_runs_in_jupyterlab_in_chromium(tmp_path: Path, capsys: p
             pytest.fail(f"ALEXNET_REQUIRE_BROWSER is set, but: {missing}")
         pytest.skip(missing)
     report = tmp_path / "report.json"
-    cmd = [sys.executable, str(SCRIPT), "--python", python, "--chromium", chromium, "--report", str(report)]
+    cmd = [sys.executable, str(SCRIPT), "--python", python, "--chromium", chromium, "--report", str(report),
+           "--max-rss-mb", str(lab_check.BINDER_KERNEL_MB)]  # every notebook fits a Binder session
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=ROOT)
     with capsys.disabled():  # the per-notebook lines (times, widgets, images, memory) belong in the CI log
         print("\n" + "\n".join(line for line in proc.stdout.splitlines() if line.startswith("lab_check:")))
