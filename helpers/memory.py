@@ -1,10 +1,13 @@
-"""How much memory a process holds, read from Linux's /proc, and how much of it a CPU-only torch would not.
+"""How much memory a process holds, read from Linux's /proc: its peak, and how much of that is its own.
 
-A Binder machine has a memory limit (2 GB on mybinder.org) and installs the CPU-only build of
-torch. Measured with a CUDA build, a process also holds the resident pages of the CUDA, NVIDIA and
-Triton libraries, which the CPU build never loads; `process_memory` reports them separately so that
-a measurement on a machine with the CUDA build can be read for Binder. The browser test
-(tools/lab_check.py) and tools/notebook_memory.py use it; it needs no torch.
+A process's resident memory (RSS) has two parts. Anonymous pages are its heap: tensors, Python
+objects, everything it allocated; they must stay in memory (Binder has no swap). File-backed pages
+are mapped files, mostly the code of shared libraries; they are clean copies of files on disk, so the
+kernel drops them when memory is short instead of killing the process, and how many are resident
+depends on what the page cache held when the libraries were mapped (the same `import torch` showed
+297 MB of them in one environment and 485 MB in a freshly installed copy of it). So the measure of
+"does it fit in a 2 GB Binder session" is the anonymous peak. The browser test (tools/lab_check.py)
+and tools/notebook_memory.py use this module; it needs no torch.
 """
 
 from __future__ import annotations
@@ -12,37 +15,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-# File mappings that only a CUDA build of torch has: the CUDA libraries of the nvidia-* wheels, torch's
-# own CUDA parts, and Triton (the compiler torch.compile uses on GPUs, loaded when torch.optim starts).
-GPU_ONLY_LIBRARY = re.compile(
-    r"/(nvidia|triton)/|/lib(torch_cuda|c10_cuda|cudnn|cublas|cufft|curand|cusolver|cusparse|nccl|nvrtc|nvJitLink"
-    r"|cudart|cupti|nvToolsExt)[^/]*\.so"
-)
-_MAPPING = re.compile(r"^[0-9a-f]+-[0-9a-f]+\s")
-
-
-def gpu_library_kb(smaps: str) -> int:
-    """Resident kB of GPU-only library mappings in the text of a /proc/PID/smaps file (tools/lab_check.py)."""
-    total, gpu_only = 0, False
-    for line in smaps.splitlines():
-        if _MAPPING.match(line):
-            fields = line.split(maxsplit=5)
-            gpu_only = len(fields) == 6 and bool(GPU_ONLY_LIBRARY.search(fields[5]))
-        elif gpu_only and line.startswith("Rss:"):
-            total += int(line.split()[1])
-    return total
-
 
 def process_memory(pid: int | str = "self") -> dict[str, float]:
-    """Resident memory of a process in MB: rss, peak (VmHWM), gpu_libraries, peak_without_gpu_libraries (tools/).
+    """Resident memory of a process in MB: rss, peak (VmHWM), rss_anon, rss_file and peak_anon (tools/lab_check.py).
 
-    `peak_without_gpu_libraries` approximates the same run's peak with a CPU-only torch. It errs
-    high: the libraries' pages are loaded at import and stay, so they were resident at the peak too,
-    and the heap those libraries allocate is not subtracted.
+    Linux records the peak of the total (VmHWM) but not of its parts; `peak_anon` is that peak less
+    the file-backed and shared pages resident now. File-backed pages accumulate as libraries are
+    loaded and stay, so at the moment of the peak there were at most as many as now, unless a library
+    was first loaded after the peak; in that case the figure is low by that library's pages.
     """
-    proc = Path("/proc") / str(pid)
-    status = (proc / "status").read_text()
-    value = {k: int(re.search(rf"{k}:\s+(\d+) kB", status).group(1)) / 1024 for k in ("VmRSS", "VmHWM")}
-    gpu = gpu_library_kb((proc / "smaps").read_text()) / 1024
-    return {"rss": value["VmRSS"], "peak": value["VmHWM"], "gpu_libraries": gpu,
-            "peak_without_gpu_libraries": value["VmHWM"] - gpu}
+    status = (Path("/proc") / str(pid) / "status").read_text()
+    kb = {k: int(re.search(rf"{k}:\s+(\d+) kB", status).group(1)) for k in ("VmRSS", "VmHWM", "RssAnon", "RssFile",
+                                                                          "RssShmem")}
+    mb = {k: v / 1024 for k, v in kb.items()}
+    peak_anon = max(mb["RssAnon"], mb["VmHWM"] - mb["RssFile"] - mb["RssShmem"])
+    return {"rss": mb["VmRSS"], "peak": mb["VmHWM"], "rss_anon": mb["RssAnon"], "rss_file": mb["RssFile"],
+            "peak_anon": peak_anon}

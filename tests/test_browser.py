@@ -63,7 +63,7 @@ def test_every_notebook_runs_in_jupyterlab_in_chromium(tmp_path: Path, capsys: p
         pytest.skip(missing)
     report = tmp_path / "report.json"
     cmd = [sys.executable, str(SCRIPT), "--python", python, "--chromium", chromium, "--report", str(report),
-           "--max-rss-mb", str(lab_check.BINDER_KERNEL_MB)]  # every notebook fits a Binder session
+           "--max-anon-mb", str(lab_check.BINDER_KERNEL_ANON_MB)]  # every notebook fits a Binder session
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, cwd=ROOT)
     with capsys.disabled():  # the per-notebook lines (times, widgets, images, memory) belong in the CI log
         print("\n" + "\n".join(line for line in proc.stdout.splitlines() if line.startswith("lab_check:")))

@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Run a notebook cell by cell in a fresh kernel and print how much memory the kernel holds after each cell.
 
-For each code cell: its seconds, the kernel's resident memory (RSS), its peak so far (VmHWM), and that
-peak less the pages of CUDA/Triton libraries which Binder's CPU-only torch never loads
-(helpers.memory). This finds the cell that would restart a Binder kernel (2 GB for the kernel and
-the Jupyter server together); tools/lab_check.py enforces the limit on reduced mode in CI, and this
-script measures full mode, which CI cannot afford.
+For each code cell: its seconds, the kernel's resident memory (RSS), its peak so far (VmHWM), and the
+anonymous part of that peak, the kernel's own heap and tensors (helpers.memory), which is what has to
+fit in a Binder session (2 GB for the kernel and the Jupyter server together). This finds the cell
+that would restart a Binder kernel; tools/lab_check.py enforces the limit on reduced mode in CI, and
+this script measures full mode, which CI cannot afford.
 
     ALEXNET_REDUCED=1 python tools/notebook_memory.py notebooks/03_training.ipynb
     python tools/notebook_memory.py notebooks/06_performance.ipynb --write   # full mode, keep the outputs
@@ -13,7 +13,7 @@ script measures full mode, which CI cannot afford.
 Cells marked # NBVAL_SKIP (they need the network) are not run. With --write the executed notebook is
 saved in place (skipped cells keep their committed outputs). Linux only (/proc).
 The run stops at the first cell with an error output.
-Exit status: 0 no error output and under --max-rss-mb, 1 otherwise.
+Exit status: 0 no error output and under --max-anon-mb, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("notebook", type=Path)
     p.add_argument("--write", action="store_true", help="save the executed notebook in place")
-    p.add_argument("--max-rss-mb", type=float, default=None,
-                   help="fail when the kernel's peak less GPU-only library pages exceeds this many MB")
+    p.add_argument("--max-anon-mb", type=float, default=None,
+                   help="fail when the kernel's peak anonymous memory exceeds this many MB")
     p.add_argument("--timeout", type=float, default=7200, help="seconds one cell may take (default 7200)")
     args = p.parse_args(argv)
     path = args.notebook.resolve()
@@ -60,19 +60,19 @@ def main(argv: list[str] | None = None) -> int:
             failed = [o.ename for o in cell.outputs if o.output_type == "error"]
             errors += failed
             print(f"cell {index:2d}: {time.monotonic() - t:7.1f} s  rss {memory['rss']:5.0f} MB  peak {memory['peak']:5.0f} MB"
-                  f"  peak less GPU libraries {memory['peak_without_gpu_libraries']:5.0f} MB  {first_line!r}"
+                  f"  anonymous peak {memory['peak_anon']:5.0f} MB  {first_line!r}"
                   f"{'  ERROR ' + failed[0] if failed else ''}", flush=True)
             if failed:  # later cells would fail for the same reason and measure nothing useful
                 break
     if args.write:
         nbformat.write(nb, path)
-    peak = memory["peak_without_gpu_libraries"]
+    peak = memory["peak_anon"]
     print(f"{path.name}: {time.monotonic() - started:.0f} s; kernel peak {memory['peak']:.0f} MB, "
-          f"{memory['gpu_libraries']:.0f} MB of it GPU-only libraries: {peak:.0f} MB without them"
+          f"{peak:.0f} MB of it anonymous"
           f"{'; wrote ' + str(path) if args.write else ''}")
-    too_big = args.max_rss_mb is not None and peak > args.max_rss_mb
+    too_big = args.max_anon_mb is not None and peak > args.max_anon_mb
     if too_big:
-        print(f"the peak, {peak:.0f} MB without GPU libraries, exceeds --max-rss-mb {args.max_rss_mb:.0f}")
+        print(f"the anonymous peak, {peak:.0f} MB, exceeds --max-anon-mb {args.max_anon_mb:.0f}")
     return 1 if errors or too_big else 0
 
 
