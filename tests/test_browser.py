@@ -73,3 +73,20 @@ def test_every_notebook_runs_in_jupyterlab_in_chromium(tmp_path: Path, capsys: p
     for r in results:
         assert r["problems"] == [] and r["code_cells"] > 0 and r["executed"] == r["code_cells"], r
         assert r["screenshots"] and all(Path(s).is_file() for s in r["screenshots"]), r
+
+
+def test_a_notebook_read_during_a_save_is_read_again(tmp_path: Path):
+    # Jupyter's server writes a notebook in place: for a moment the file can be empty (seen in CI).
+    import threading
+
+    path = tmp_path / "saving.ipynb"
+    path.write_text("", encoding="utf-8")
+    later = threading.Timer(1.0, lambda: path.write_text(json.dumps({"cells": []}), encoding="utf-8"))
+    later.start()
+    try:
+        assert lab_check.read_while_saving(path, timeout=20) == {"cells": []}
+    finally:
+        later.cancel()
+    path.write_text('{"cells": [', encoding="utf-8")
+    with pytest.raises(RuntimeError, match="still not valid JSON after 1 s"):
+        lab_check.read_while_saving(path, timeout=1)

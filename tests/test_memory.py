@@ -2,35 +2,45 @@
 
 from __future__ import annotations
 
-import mmap
+import json
+import subprocess
 import sys
 
 import pytest
 
+# A fresh process: in pytest's own, an earlier test's peak would hide the one measured here.
+PROBE = """
+import json, mmap, sys
 from helpers.memory import process_memory
+steps = [process_memory()]
+block = bytearray(64 * 1024 * 1024)  # 64 MB of heap, written so that its pages are resident
+block[::4096] = b"\\1" * len(block[::4096])
+steps.append(process_memory())
+with open(sys.argv[1], "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+    touched = sum(mapped[i] for i in range(0, len(mapped), 4096))  # every page of the file
+    steps.append(process_memory())
+print(json.dumps({"steps": steps, "touched": touched}))
+"""
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
 def test_heap_counts_as_anonymous_and_a_mapped_file_does_not(tmp_path):
-    before = process_memory()
-    block = bytearray(64 * 1024 * 1024)  # 64 MB of heap, written so that its pages are resident
-    block[::4096] = b"\1" * len(block[::4096])
-    heap = process_memory()
-    assert heap["rss_anon"] - before["rss_anon"] > 50 and heap["peak_anon"] - before["peak_anon"] > 50
-    assert heap["peak"] >= heap["rss"] >= heap["rss_anon"] + heap["rss_file"] - 1
     path = tmp_path / "file.bin"
     path.write_bytes(b"\2" * (64 * 1024 * 1024))
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
-        assert sum(mapped[i] for i in range(0, len(mapped), 4096)) == 2 * 16384  # every page touched
-        mapped_file = process_memory()
-    assert mapped_file["rss_file"] - heap["rss_file"] > 50  # the file's pages are resident ...
-    assert mapped_file["peak_anon"] - heap["peak_anon"] < 10  # ... and not counted as the process's own
-    del block
+    out = subprocess.run([sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    start, heap, mapped = result["steps"]
+    assert result["touched"] == 2 * 16384
+    assert heap["rss_anon"] - start["rss_anon"] > 50 and heap["peak_anon"] - start["peak_anon"] > 50
+    assert heap["peak"] >= heap["rss"] >= heap["rss_anon"] + heap["rss_file"] - 1
+    assert mapped["rss_file"] - heap["rss_file"] > 50  # the file's pages are resident ...
+    assert mapped["peak"] - heap["peak"] > 50  # ... they raise the total peak ...
+    assert abs(mapped["peak_anon"] - heap["peak_anon"]) < 10  # ... but not the process's own
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
 def test_notebook_memory_tool_reports_each_cell_and_enforces_a_limit(tmp_path):
-    import subprocess
     from pathlib import Path
 
     import nbformat

@@ -242,9 +242,27 @@ def kernel_memory(runtime_dir: Path) -> dict[str, float] | None:
     return None
 
 
+def read_while_saving(path: Path, timeout: float = 30) -> dict:
+    """The notebook JSON at `path`, waiting out a save in progress.
+
+    Jupyter's server writes a notebook in place (keeping a backup copy aside), so a reader can find the
+    file empty or cut short for a moment while JupyterLab saves it (seen in CI).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        text = path.read_text(encoding="utf-8")
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{path} is still not valid JSON after {timeout:.0f} s ({len(text)} characters): "
+                                   f"{err}") from err
+            time.sleep(0.5)
+
+
 def saved_notebook_problems(path: Path) -> tuple[list[str], dict]:
     """Errors and unexecuted cells in the saved copy, and counts of its image and widget outputs."""
-    nb = json.loads(path.read_text(encoding="utf-8"))
+    nb = read_while_saving(path)
     problems, counts = [], {"images": 0, "widgets": 0}
     for i, cell in enumerate(nb["cells"]):
         if cell["cell_type"] != "code":
