@@ -141,7 +141,7 @@ def compare_throughput(
             if warmup:
                 step.time(warmup)
             times[i].append(step.time(steps))
-            if step.optimizer is not None:  # a kept step's gradients need not outlive its turn
+            if i in kept and step.optimizer is not None:  # a kept step's gradients need not outlive its turn
                 step.optimizer.zero_grad(set_to_none=True)
             del step
             bar.update()

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import nbformat
+from lab_check import nbval_skip  # the same rule as the browser test (tools/ is on sys.path for a script)
 from nbclient import NotebookClient
 
 from helpers.memory import process_memory
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     # allow_errors: a failing cell is reported (and ends the run) here instead of raising inside nbclient
     client = NotebookClient(nb, timeout=int(args.timeout), kernel_name="python3", allow_errors=True,
                             resources={"metadata": {"path": str(path.parent)}})
-    errors, started = [], time.monotonic()
+    failed, started = [], time.monotonic()
     with client.setup_kernel():
         pid = client.km.provisioner.process.pid
         memory = process_memory(pid)
@@ -51,14 +52,13 @@ def main(argv: list[str] | None = None) -> int:
             if cell.cell_type != "code":
                 continue
             first_line = cell.source.splitlines()[0][:60] if cell.source else ""
-            if "NBVAL_SKIP" in cell.source:
+            if nbval_skip(cell):
                 print(f"cell {index:2d}: not run (NBVAL_SKIP)", flush=True)
                 continue
             t = time.monotonic()
             client.execute_cell(cell, index)
             memory = process_memory(pid)
             failed = [o.ename for o in cell.outputs if o.output_type == "error"]
-            errors += failed
             print(f"cell {index:2d}: {time.monotonic() - t:7.1f} s  rss {memory['rss']:5.0f} MB  peak {memory['peak']:5.0f} MB"
                   f"  anonymous peak {memory['peak_anon']:5.0f} MB  {first_line!r}"
                   f"{'  ERROR ' + failed[0] if failed else ''}", flush=True)
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     too_big = args.max_anon_mb is not None and peak > args.max_anon_mb
     if too_big:
         print(f"the anonymous peak, {peak:.0f} MB, exceeds --max-anon-mb {args.max_anon_mb:.0f}")
-    return 1 if errors or too_big else 0
+    return 1 if failed or too_big else 0
 
 
 if __name__ == "__main__":
