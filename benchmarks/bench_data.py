@@ -10,7 +10,6 @@ median over --repeats passes. The GPU-resident loader goes over the whole traini
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -21,8 +20,10 @@ from pathlib import Path
 
 import torch
 
-from helpers.data import CACHE_FILE, GpuLoader, classic_loader, dataset_label, default_root, load_cifar10
+from helpers.data import CACHE_FILE, dataset_label, default_root, load_cifar10
 from helpers.device import describe_device, pick_device
+from helpers.files import atomic_write_json
+from helpers.loader import GpuLoader, classic_loader
 
 
 def timed(fn) -> float:
@@ -81,7 +82,7 @@ def main() -> None:
     base = results["classic_resize_227"]["images_per_s"]
     print(f"GPU-resident vs classic Resize(227): {results['gpu_resident_32_augmented']['images_per_s'] / base:.0f}x")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(record, indent=1))
+    atomic_write_json(args.out, record)
     print(f"wrote {args.out}")
 
 

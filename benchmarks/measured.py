@@ -72,7 +72,7 @@ def data_lines(results: Path) -> list[str]:
         ]
         for name, label in (("gpu_resident_32_augmented", "GPU-resident loader, 32×32, shuffle + crop + flip"),
                             ("classic_32", "classic DataLoader, 32×32, PIL crop + flip"),
-                            ("classic_resize_227", "classic DataLoader with the seed's Resize(227)")):
+                            ("classic_resize_227", "classic DataLoader with the upstream repository's Resize(227)")):
             if name in loaders:
                 lines.append(f"- {label}: {loaders[name]['images_per_s']:,.0f} images/s ({loaders[name]['images']:,} images);")
         lines.append("")
@@ -92,7 +92,7 @@ def section(results: Path) -> str:
             "",
             "| recipe | seeds | test acc % | flip-TTA acc % | training s | to 81.37% | to 85% | hardware; data; date |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
-            "| seed repository, as reported | — | 81.37 | — | — | — | — | its own GPU, official CIFAR-10 |",
+            "| upstream repository, as reported | — | 81.37 | — | — | — | — | its own GPU, official CIFAR-10 |",
             *rows,
             "",
         ]

@@ -41,9 +41,9 @@ def main() -> None:
     import torch
 
     from helpers.data import dataset_label
-    from helpers.evaluation import results_dir
+    from helpers.files import atomic_write_json
     from helpers.mode import reduced_mode
-    from helpers.notebook import runs_dir
+    from helpers.paths import results_dir, runs_dir
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nproc", type=int, default=2, help="processes for the distributed run (default 2)")
@@ -66,7 +66,7 @@ def main() -> None:
               "accuracy_difference": many["test_acc"] - one["test_acc"],
               "train_time_ratio": many["train_seconds"] / one["train_seconds"]}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=1))
+    atomic_write_json(out, record)
     for name, r in (("1 process", one), (f"{args.nproc} processes", many)):
         tta = f" (flip-TTA {r['test_acc_tta']:.2f}%)" if r["test_acc_tta"] is not None else ""
         print(f"{name:12s} test acc {r['test_acc']:.2f}%{tta}  training {r['train_seconds']:.1f} s  "

@@ -6,8 +6,8 @@
 
 Parts:
   data       make sure CIFAR-10 is there (download, or --prepare SCRIPT to build it from an offline archive)
-  recipes    time-to-accuracy of the `gpu` and `seed` recipes, one fresh process per seed
-             -> results/time_to_accuracy_gpu.json, results/time_to_accuracy_seed.json
+  recipes    time-to-accuracy of the `gpu` and `upstream` recipes, one fresh process per seed
+             -> results/time_to_accuracy_gpu.json, results/time_to_accuracy_upstream.json
   ablations  the complete sweep of notebook 05 -> results/ablations.json
   notebooks  execute every notebook in full mode, in place, so the committed outputs come from this run
   readme     rewrite the README's "Measured" section from results/*.json
@@ -33,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from helpers.files import atomic_write_json  # noqa: E402
 from helpers.mode import reduced_mode  # noqa: E402
 
 PARTS = ("data", "recipes", "ablations", "notebooks", "readme")
@@ -58,7 +59,7 @@ def part_data(args, out: Path) -> None:
 
 
 def part_recipes(args, out: Path) -> None:
-    for recipe in ("gpu", "seed"):
+    for recipe in ("gpu", "upstream"):
         run([sys.executable, "benchmarks/time_to_accuracy.py", "--recipe", recipe, "--seeds", *map(str, args.seeds),
              "--out", str(out / f"time_to_accuracy_{recipe}.json")])
 
@@ -121,7 +122,7 @@ def main() -> int:
         globals()[f"part_{part}"](args, out)
         state[part] = {"seconds": round(time.time() - start, 1),
                        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-        state_file.write_text(json.dumps(state, indent=1))
+        atomic_write_json(state_file, state)
         print(f"== {part} done in {state[part]['seconds']:.0f} s", flush=True)
     if args.pack:
         pack(Path(args.pack), out)

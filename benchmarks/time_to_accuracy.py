@@ -22,6 +22,9 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+from helpers.cli import parse_settings
+from helpers.files import atomic_write_json
+
 THRESHOLDS = (81.37, 85.0, 90.0)
 
 
@@ -48,7 +51,7 @@ def one_seed(recipe_name: str, seed: int, out: Path, overrides: dict) -> None:
         "time_to_tta": {f"{t:g}": history.time_to(t, "test_acc_tta") for t in THRESHOLDS} if recipe.tta else None,
         "history": list(history),
     }
-    out.write_text(json.dumps(record))
+    atomic_write_json(out, record)
 
 
 def _line(row: dict) -> str:
@@ -76,7 +79,7 @@ def summarize(records: list[dict]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipe", default="cpu", help="named recipe: seed, cpu, gpu")
+    p.add_argument("--recipe", default="cpu", help="named recipe: upstream, cpu, gpu")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", help="JSON file of records (default: results/time_to_accuracy_<recipe>.json)")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
@@ -84,7 +87,7 @@ def main() -> None:
     p.add_argument("--one-seed", type=int, help=argparse.SUPPRESS)
     p.add_argument("--record", help=argparse.SUPPRESS)
     args = p.parse_args()
-    overrides = {k: _value(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = parse_settings(args.set)
     if args.one_seed is not None:
         return one_seed(args.recipe, args.one_seed, Path(args.record), overrides)
 
@@ -101,17 +104,9 @@ def main() -> None:
             new.append(json.loads(record.read_text()))
     same = {(r["recipe"]["name"], r["seed"], r["device"]) for r in new}
     records = [r for r in records if (r["recipe"]["name"], r["seed"], r["device"]) not in same] + new
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(records, indent=1))
+    atomic_write_json(out, records)
     print(summarize(new))
     print(f"wrote {out}")
-
-
-def _value(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 if __name__ == "__main__":

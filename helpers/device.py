@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
+import warnings
 
 import torch
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
-    """Return CUDA if present, else Apple MPS, else the CPU (notebook 01).
+    """Return CUDA if present, else Apple MPS, else the CPU (every notebook's start(), the CLI).
 
     `prefer` ("cuda", "mps", "cpu") forces a choice; asking for a device that is
     not there raises a ValueError that says what is available.
@@ -25,7 +27,7 @@ def pick_device(prefer: str | None = None) -> torch.device:
 
 
 def available_devices() -> list[str]:
-    """List usable device types, fastest first (notebook 01)."""
+    """List usable device types, fastest first (pick_device)."""
     kinds = []
     if torch.cuda.is_available():
         kinds.append("cuda")
@@ -36,7 +38,7 @@ def available_devices() -> list[str]:
 
 
 def device_name(device: torch.device | str) -> str:
-    """Human name of a device: the GPU model, 'Apple MPS' or the CPU model (notebook 01)."""
+    """Human name of a device: the GPU model, 'Apple MPS' or the CPU model (describe_device)."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -46,7 +48,7 @@ def device_name(device: torch.device | str) -> str:
 
 
 def describe_device(device: torch.device | str | None = None) -> str:
-    """One line for notebooks and logs: device, its name, torch version, CPU threads (notebook 01)."""
+    """One line for notebooks and logs: device, its name, torch version, CPU threads (every notebook's start(), the CLI)."""
     device = pick_device() if device is None else torch.device(device)
     parts = [f"device={device.type}", device_name(device), f"torch {torch.__version__}"]
     if device.type == "cuda":
@@ -64,7 +66,7 @@ def cpu_supports_bf16() -> bool:
 
 
 def cpuinfo_values(field: str) -> list[str]:
-    """Every value of one field of /proc/cpuinfo (one per core), or [] where there is none (notebook 06)."""
+    """Every value of one field of /proc/cpuinfo (one per core), or [] if none (notebook 06's cpu_peak_flops, device_name)."""
     try:
         with open("/proc/cpuinfo") as f:
             return [line.split(":", 1)[1].strip() for line in f if line.split(":", 1)[0].strip() == field]
@@ -98,8 +100,30 @@ def release_memory() -> None:
 
 
 def synchronize(device: torch.device) -> None:
-    """Wait for queued GPU work so a timer measures it too (notebooks 03, 06)."""
+    """Wait for queued GPU work so a timer measures it too (notebook 03's engine, 06's timings)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for `amp` (auto/bf16/fp16/off) on a device, or None for float32 (notebook 03's engine, 06's timings)."""
+    if amp == "off":
+        return None
+    if amp == "auto":
+        if device.type != "cuda":
+            return None  # CPU and MPS: float32 unless a recipe asks
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if amp == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
+        warnings.warn("this CPU has no native bfloat16; training in float32 instead (bf16 would be slower)",
+                      stacklevel=2)
+        return None
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """An autocast context for `dtype`, or a no-op when dtype is None (notebook 03's engine, 06's timings)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)

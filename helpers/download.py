@@ -35,7 +35,7 @@ Opener = Callable[..., Any]
 
 
 class DownloadError(RuntimeError):
-    """Every URL failed; `failures` holds (url, reason) in the order they were tried (notebook 01)."""
+    """Every URL failed; `failures` holds (url, reason) in the order they were tried (notebook 01's load_cifar10)."""
 
     def __init__(self, dest: Path, failures: Sequence[tuple[str, str]]) -> None:
         self.dest = dest
@@ -60,7 +60,7 @@ class _Skip(Exception):
 
 
 def mirror_urls(defaults: Iterable[str], env: str = MIRRORS_ENV) -> list[str]:
-    """URLs to try, in order: those in $CIFAR10_MIRRORS (space-separated), then `defaults`, without repeats (notebook 01)."""
+    """URLs to try, in order: $CIFAR10_MIRRORS (space-separated), then `defaults`, no repeats (notebook 01's load_cifar10)."""
     # Mirrors from the environment go first: whoever sets the variable points at a copy that is nearer
     # (a lab cache) or the only one reachable, and the md5 check makes any mirror as safe as the official URL.
     seen: dict[str, None] = {}
@@ -70,7 +70,7 @@ def mirror_urls(defaults: Iterable[str], env: str = MIRRORS_ENV) -> list[str]:
 
 
 def file_md5(path: str | os.PathLike) -> str:
-    """The hex md5 digest of a file, read in 1 MiB blocks (notebook 01)."""
+    """The hex md5 digest of a file, read in 1 MiB blocks (notebook 01's load_cifar10 and official_md5_matches)."""
     digest = hashlib.md5(usedforsecurity=False)
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -79,7 +79,7 @@ def file_md5(path: str | os.PathLike) -> str:
 
 
 def backoff_delay(attempt: int, backoff: float, jitter: float = 0.1, rng: random.Random | None = None) -> float:
-    """Pause before retry `attempt` (1, 2, ...): backoff * 2**(attempt-1) s, at most 60, plus 0..jitter x that (notebook 01)."""
+    """Pause before retry `attempt` (1, 2, ...): backoff * 2**(attempt-1) s, at most 60, plus 0..jitter x that (download_file)."""
     if attempt < 1:
         raise ValueError(f"attempt counts retries from 1, got {attempt}")
     base = min(backoff * 2 ** (attempt - 1), MAX_DELAY)
@@ -100,7 +100,7 @@ def download_file(
     opener: Opener | None = None,
     sleep: Callable[[float], None] | None = None,
 ) -> Path:
-    """Download `dest` from the first URL that yields a file with this md5, retrying and resuming; returns `dest` (notebook 01).
+    """Download `dest` from the first URL whose file has this md5, retrying and resuming; returns it (notebook 01's load_cifar10).
 
     Each URL gets 1 + `retries` attempts, with a `backoff_delay` pause before each retry; a 4xx other
     than 408/416/425/429 moves straight on to the next URL. Bytes arrive in `dest.part`, which a
@@ -108,17 +108,7 @@ def download_file(
     `opener(request, timeout=...)` and `sleep(seconds)` default to urllib's urlopen and time.sleep.
     """
     urls = [urls] if isinstance(urls, str) else list(urls)
-    if not urls:
-        raise ValueError("download_file needs at least one URL")
-    for url in urls:
-        if not isinstance(url, str) or not re.match(r"https?://[^/\s]+", url):
-            raise ValueError(f"not an http(s) URL: {url!r}")
-    md5 = md5.lower()
-    if not re.fullmatch(r"[0-9a-f]{32}", md5):
-        raise ValueError(f"md5 must be 32 hex digits, got {md5!r}")
-    if retries < 0 or backoff < 0 or jitter < 0 or timeout <= 0:
-        raise ValueError(f"need retries >= 0, backoff >= 0, jitter >= 0 and timeout > 0; got "
-                         f"retries={retries}, backoff={backoff}, jitter={jitter}, timeout={timeout}")
+    md5 = _check_download_args(urls, md5, retries, backoff, jitter, timeout)
     opener = opener or urlopen
     sleep = sleep or _sleep
     dest = Path(dest)
@@ -126,7 +116,6 @@ def download_file(
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
-
     failures: list[tuple[str, str]] = []
     for url in urls:
         reason, attempts = "not tried", 0
@@ -151,6 +140,22 @@ def download_file(
             reason = f"md5 mismatch (got {got}, expected {md5}); the bad file was deleted"
         failures.append((url, f"{reason} [{attempts} attempt{'s' if attempts > 1 else ''}]"))
     raise DownloadError(dest, failures)
+
+
+def _check_download_args(urls: list, md5: str, retries: int, backoff: float, jitter: float, timeout: float) -> str:
+    """Every argument error before any network traffic; returns the md5 in lower case."""
+    if not urls:
+        raise ValueError("download_file needs at least one URL")
+    for url in urls:
+        if not isinstance(url, str) or not re.match(r"https?://[^/\s]+", url):
+            raise ValueError(f"not an http(s) URL: {url!r}")
+    md5 = md5.lower()
+    if not re.fullmatch(r"[0-9a-f]{32}", md5):
+        raise ValueError(f"md5 must be 32 hex digits, got {md5!r}")
+    if retries < 0 or backoff < 0 or jitter < 0 or timeout <= 0:
+        raise ValueError(f"need retries >= 0, backoff >= 0, jitter >= 0 and timeout > 0; got "
+                         f"retries={retries}, backoff={backoff}, jitter={jitter}, timeout={timeout}")
+    return md5
 
 
 def _sleep(seconds: float) -> None:
@@ -250,7 +255,7 @@ def _content_range(value: str) -> tuple[int | None, int | None]:
 
 
 def extract_tar(archive: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
-    """Unpack a tar archive into `dest`, refusing members that would land outside it; returns top-level paths (notebook 01)."""
+    """Unpack a tar archive into `dest`, refusing members outside it; returns top-level paths (notebook 01's load_cifar10)."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     with tarfile.open(archive) as tar:

@@ -6,19 +6,17 @@ probabilities and a (N,) tensor of integer labels, so it runs the same after any
 
 from __future__ import annotations
 
-import json
-import os
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from .paths import project_folder
-from .recipes import Recipe
+from .models import model_mode
 
-TIMING_KEYS = ("train_seconds", "train_seconds_total", "images_per_s")
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 # ---------------------------------------------------------------- checks
@@ -67,7 +65,7 @@ def _check_cm(cm: torch.Tensor) -> torch.Tensor:
 
 
 def per_class_metrics(cm: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Precision, recall, F1 (0 where undefined) and support of each class from a confusion matrix (notebook 04)."""
+    """Precision, recall, F1 (0 where undefined) and support per class from a confusion matrix (notebook 04's metrics_table)."""
     cm = _check_cm(cm).double()
     tp = cm.diag()
     predicted = cm.sum(0)  # column sums: how often each class was predicted
@@ -79,7 +77,7 @@ def per_class_metrics(cm: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"precision": precision, "recall": recall, "f1": f1, "support": support.long()}
 
 
-def metrics_table(cm: torch.Tensor, classes: Sequence[str]):
+def metrics_table(cm: torch.Tensor, classes: Sequence[str]) -> pd.DataFrame:
     """Per-class precision/recall/F1/support as a pandas DataFrame with a macro-average row (notebook 04)."""
     import pandas as pd
 
@@ -174,7 +172,7 @@ def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, n_bins
     return sum(b["count"] / n * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"])
 
 
-def plot_reliability_diagram(bins: Sequence[dict], ece: float | None = None, ax=None):
+def plot_reliability_diagram(bins: Sequence[dict], ece: float | None = None, ax: plt.Axes | None = None) -> plt.Figure:
     """Accuracy against confidence per bin, with the diagonal of perfect calibration (notebook 04)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 4.5))
@@ -196,7 +194,8 @@ def plot_reliability_diagram(bins: Sequence[dict], ece: float | None = None, ax=
 # ---------------------------------------------------------------- pictures
 
 
-def plot_confusion_matrix(cm: torch.Tensor, classes: Sequence[str], normalize: bool = True, ax=None):
+def plot_confusion_matrix(cm: torch.Tensor, classes: Sequence[str], normalize: bool = True,
+                          ax: plt.Axes | None = None) -> plt.Figure:
     """Seaborn heatmap of a confusion matrix, rows normalised to percent of the true class if asked (notebook 04)."""
     import seaborn as sns
 
@@ -215,7 +214,7 @@ def plot_confusion_matrix(cm: torch.Tensor, classes: Sequence[str], normalize: b
 
 
 def show_predictions(images: torch.Tensor, labels: Sequence[int], probs: torch.Tensor, classes: Sequence[str],
-                     ncols: int = 8, title: str | None = None):
+                     ncols: int = 8, title: str | None = None) -> plt.Figure:
     """Image grid titled "true→pred (p)" per image, green when right and red when wrong (notebook 04)."""
     from .plots import show_images
 
@@ -230,7 +229,7 @@ def show_predictions(images: torch.Tensor, labels: Sequence[int], probs: torch.T
     return fig
 
 
-def filter_grid(weight: torch.Tensor, ncols: int = 16, ax=None):
+def filter_grid(weight: torch.Tensor, ncols: int = 16, ax: plt.Axes | None = None) -> plt.Figure:
     """First-layer conv filters (out, 3, k, k) as small RGB pictures, each scaled to [0, 1] (notebook 04)."""
     if weight.ndim != 4 or weight.shape[1] != 3:
         raise ValueError(f"expected RGB conv filters of shape (out, 3, k, k), got {tuple(weight.shape)}")
@@ -271,12 +270,10 @@ def conv_activations(model: nn.Module, image: torch.Tensor, num_convs: int = 2) 
     total = sum(isinstance(m, nn.Conv2d) for m in features)
     if not 1 <= num_convs <= total:
         raise ValueError(f"num_convs must lie in 1..{total} for this model, got {num_convs}")
-    was_training = model.training
-    model.eval()
     param = next(model.parameters())
     x = image[None].to(param.device, param.dtype)
     out, convs = {}, 0
-    try:
+    with model_mode(model, training=False):
         for layer in features:
             x = layer(x)
             if isinstance(layer, nn.Conv2d):
@@ -285,12 +282,10 @@ def conv_activations(model: nn.Module, image: torch.Tensor, num_convs: int = 2) 
                 out[f"conv{convs}"] = x[0].float().cpu()
                 if len(out) == num_convs:
                     break
-    finally:
-        model.train(was_training)
     return out
 
 
-def plot_feature_maps(maps: torch.Tensor, n: int = 16, ncols: int = 8, title: str | None = None):
+def plot_feature_maps(maps: torch.Tensor, n: int = 16, ncols: int = 8, title: str | None = None) -> plt.Figure:
     """The first n channels of (C, h, w) feature maps as grey images (notebook 04)."""
     if maps.ndim != 3:
         raise ValueError(f"feature maps must have shape (C, h, w), got {tuple(maps.shape)}")
@@ -307,7 +302,8 @@ def plot_feature_maps(maps: torch.Tensor, n: int = 16, ncols: int = 8, title: st
     return fig
 
 
-def plot_top_k(image: torch.Tensor, probs: torch.Tensor, classes: Sequence[str], label: int | None = None, k: int = 3):
+def plot_top_k(image: torch.Tensor, probs: torch.Tensor, classes: Sequence[str], label: int | None = None,
+               k: int = 3) -> plt.Figure:
     """One uint8 (3, H, W) image beside a bar chart of its k most probable classes (notebook 04)."""
     if probs.ndim != 1 or len(probs) != len(classes):
         raise ValueError(f"probs must be one row of {len(classes)} class probabilities, got {tuple(probs.shape)}")
@@ -328,7 +324,7 @@ def plot_top_k(image: torch.Tensor, probs: torch.Tensor, classes: Sequence[str],
 
 
 def prediction_explorer(images: torch.Tensor, probs: torch.Tensor, labels: torch.Tensor, classes: Sequence[str],
-                        k: int = 3):
+                        k: int = 3) -> Callable[[int], None]:
     """An ipywidgets slider over test images showing each with its top-k predicted classes (notebook 04)."""
     import ipywidgets as widgets
 
@@ -342,98 +338,3 @@ def prediction_explorer(images: torch.Tensor, probs: torch.Tensor, labels: torch
     slider = widgets.IntSlider(value=0, min=0, max=len(images) - 1, step=1, description="test image",
                                continuous_update=False)
     return widgets.interact(show, index=slider)
-
-
-# ---------------------------------------------------------------- runs and recorded results
-
-
-def describe_run(recipe: Recipe, device: torch.device | str | None = None, history: Sequence[dict] | None = None) -> str:
-    """One line of settings for a printed result: device, recipe, epochs, train/test images (notebooks 03, 04)."""
-    train_images = recipe.train_limit if recipe.train_limit is not None else 50_000
-    test_images = recipe.test_limit if recipe.test_limit is not None else 10_000
-    epochs = len(history) if history else recipe.epochs
-    where = f"device={torch.device(device).type}, " if device is not None else ""
-    return (f"{where}recipe={recipe.name} (model {recipe.model}), epochs={epochs}/{recipe.epochs}, "
-            f"train images={train_images}, test images={test_images}")
-
-
-def state_dict_differences(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Tensors that differ between two state_dicts: name -> max |a - b| (inf if shapes differ); {} if equal (notebook 03)."""
-    if set(a) != set(b):
-        raise ValueError(f"the state_dicts hold different tensors: only in first {sorted(set(a) - set(b))}, "
-                         f"only in second {sorted(set(b) - set(a))}")
-    out = {}
-    for name in a:
-        x, y = a[name], b[name]
-        if x.shape != y.shape:
-            out[name] = float("inf")
-        elif not torch.equal(x, y):
-            out[name] = (x.double() - y.double()).abs().max().item()
-    return out
-
-
-def without_timing(history: Sequence[dict]) -> list[dict]:
-    """History rows without the wall-clock fields, for comparing two runs (notebook 03)."""
-    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
-
-
-def results_dir() -> Path:
-    """Folder of recorded results (JSON): `results/` of a checkout, else ~/.cache/alexnet-cifar10/results (notebook 03)."""
-    return project_folder("results")
-
-
-def load_result_records(folder: str | os.PathLike) -> dict[str, list[dict]]:
-    """Recorded training runs from folder/*.json: file name -> records with recipe and history; {} if none (notebook 03)."""
-    folder = Path(folder)
-    found: dict[str, list[dict]] = {}
-    if not folder.is_dir():
-        return found
-    for path in sorted(folder.glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        records = data if isinstance(data, list) else [data]
-        runs = [r for r in records if isinstance(r, dict) and "recipe" in r and isinstance(r.get("history"), list)]
-        if runs:
-            found[path.name] = runs
-    return found
-
-
-def time_to_accuracy_table(records: Sequence[dict]):
-    """One row per recorded run: recipe, seed, device, epochs, final accuracy, training time, time to targets (notebook 03)."""
-    import pandas as pd
-
-    rows = []
-    for r in records:
-        history = r.get("history") or []
-        last = history[-1] if history else {}
-        recipe = r["recipe"]["name"] if isinstance(r["recipe"], dict) else r["recipe"]
-        row = {
-            "recipe": recipe, "seed": r.get("seed"), "device": r.get("device"), "epochs": len(history),
-            "final test_acc %": last.get("test_acc"), "final flip-TTA %": last.get("test_acc_tta"),
-            "train seconds": last.get("train_seconds_total"),
-        }
-        for target, seconds in (r.get("time_to") or {}).items():
-            row[f"s to {target}%"] = seconds
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def plot_time_to_accuracy(records: Sequence[dict], targets: Sequence[float] = (81.37,), ax=None):
-    """Test accuracy against cumulative training seconds, one line per run, with target lines (notebook 03)."""
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4))
-    for r in records:
-        history = r.get("history") or []
-        recipe = r["recipe"]["name"] if isinstance(r["recipe"], dict) else r["recipe"]
-        label = f"{recipe}, seed {r['seed']}" if r.get("seed") is not None else str(recipe)
-        ax.plot([h["train_seconds_total"] for h in history], [h["test_acc"] for h in history], "o-", ms=3, label=label)
-    for t in targets:
-        ax.axhline(t, color="gray", ls="--", lw=1)
-        ax.annotate(f"{t}%", (0.01, t), xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color="gray")
-    ax.set_xlim(left=0)
-    ax.set(xlabel="training seconds (evaluation excluded)", ylabel="test accuracy (%)", title="time to accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return ax.figure

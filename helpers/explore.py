@@ -1,27 +1,19 @@
-"""Looking at the data and the models: image statistics, loader timings, layer tables, the double-softmax demo.
+"""Looking at the data: image statistics, an md5 check of the download, loader timings, memory per image (notebook 01).
 
-Notebook 01 measures CIFAR-10 itself and the input pipelines; notebook 02 traces the
-architectures and shows numerically why the model returns logits.
+The layer tables of notebook 02 are in helpers.architecture; the loss demos in helpers.losses.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
-from torch import nn
 
 from .download import file_md5
-from .models import PRESETS, build_model, count_parameters, summarize
-from .train import compute_loss
-
-# ---------------------------------------------------------------- notebook 01: the data
 
 
 def _check_images(images: torch.Tensor) -> None:
@@ -100,91 +92,3 @@ def bytes_per_image(size: int, channels: int = 3, dtype: torch.dtype = torch.flo
     if size < 1 or channels < 1:
         raise ValueError(f"size and channels must be >= 1, got size={size}, channels={channels}")
     return channels * size * size * torch.empty((), dtype=dtype).element_size()
-
-
-# ---------------------------------------------------------------- notebook 02: the models
-
-
-def summary_frame(model: nn.Module, input_size: int | None = None) -> pd.DataFrame:
-    """helpers.models.summarize as a DataFrame, output shapes written CxHxW (notebook 02)."""
-    rows = summarize(model, input_size)
-    frame = pd.DataFrame(rows, columns=["layer", "type", "output_shape", "params", "flops"])
-    frame["output_shape"] = ["x".join(map(str, shape)) for shape in frame["output_shape"]]
-    return frame
-
-
-def preset_table(names: Sequence[str] | None = None) -> pd.DataFrame:
-    """Input size, layer counts, parameters, FC share and FLOPs per image of model presets (notebook 02)."""
-    names = list(PRESETS) if names is None else list(names)
-    unknown = [n for n in names if n not in PRESETS]
-    if unknown:
-        raise ValueError(f"unknown preset(s) {', '.join(unknown)}; known presets: {', '.join(PRESETS)}")
-    rows = []
-    for name in names:
-        with torch.device("meta"):  # shapes only: no memory, no random init, same counts
-            model = build_model(name)
-        frame = summary_frame(model)
-        params = count_parameters(model)
-        fc_params = int(frame.loc[frame["type"] == "Linear", "params"].sum())
-        rows.append({
-            "preset": name,
-            "input": f"{model.config.input_size}x{model.config.input_size}",
-            "conv_layers": len(model.config.conv_channels),
-            "fc_layers": model.config.fc_layers,
-            "params": params,
-            "fc_share_of_params": fc_params / params,
-            "flops": int(frame["flops"].sum()),
-        })
-    return pd.DataFrame(rows).set_index("preset")
-
-
-def softmax_ce_floor(num_classes: int = 10) -> float:
-    """Smallest value cross-entropy can take on softmax outputs: -log(e / (e + C - 1)) (notebook 02)."""
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-    return -math.log(math.e / (math.e + num_classes - 1))
-
-
-def loss_and_gradient(kind: str, logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    """A loss kind of helpers.train.compute_loss and the mean per-example norm of its gradient w.r.t. the logits (notebook 02)."""
-    if logits.ndim != 2 or labels.shape != logits.shape[:1]:
-        raise ValueError(f"need logits (N, C) and labels (N,), got {tuple(logits.shape)} and {tuple(labels.shape)}")
-    leaf = logits.detach().float().requires_grad_(True)
-    loss = compute_loss(kind, leaf, labels)
-    (grad,) = torch.autograd.grad(loss, leaf)
-    # the batch loss is a mean: times N gives each example's own gradient
-    per_example = (grad * len(leaf)).norm(dim=1)
-    return loss.item(), per_example.mean().item()
-
-
-def double_softmax_sweep(
-    scales: Sequence[float],
-    kinds: Sequence[str] = ("ce", "softmax_ce", "bce_softmax"),
-    batch: int = 512,
-    num_classes: int = 10,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Loss and gradient norm of each loss kind on random logits times each scale, labels right or random (notebook 02).
-
-    Logits are standard normal times `scale`; `mean_top_prob` is the mean largest
-    softmax probability, i.e. how confident such a network is. `labels="argmax"`
-    rows: the label is the largest logit (a confident, correct network);
-    `labels="random"` rows: a random class (mostly wrong, as at the start).
-    """
-    if batch < 1 or num_classes < 2:
-        raise ValueError(f"need batch >= 1 and num_classes >= 2, got batch={batch}, num_classes={num_classes}")
-    gen = torch.Generator().manual_seed(seed)
-    base = torch.randn(batch, num_classes, generator=gen)
-    random_labels = torch.randint(0, num_classes, (batch,), generator=gen)
-    rows = []
-    for scale in scales:
-        if not scale >= 0:
-            raise ValueError(f"scales must be >= 0, got {scale}")
-        logits = base * scale
-        top_prob = logits.softmax(1).max(1).values.mean().item()  # how confident the "network" is at this scale
-        for label_kind, labels in (("argmax", base.argmax(1)), ("random", random_labels)):
-            for kind in kinds:
-                loss, grad = loss_and_gradient(kind, logits, labels)
-                rows.append({"scale": scale, "mean_top_prob": top_prob, "labels": label_kind, "loss_kind": kind,
-                             "loss": loss, "grad_norm": grad})
-    return pd.DataFrame(rows)

@@ -4,8 +4,8 @@ A process's resident memory (RSS) has two parts. Anonymous pages are its heap: t
 objects, everything it allocated; they must stay in memory (Binder has no swap). File-backed pages
 are mapped files, mostly the code of shared libraries; they are clean copies of files on disk, so the
 kernel drops them when memory is short instead of killing the process, and how many are resident
-depends on what the page cache held when the libraries were mapped (the same `import torch` showed
-297 MB of them in one environment and 485 MB in a freshly installed copy of it). So the measure of
+depends on what the page cache held when the libraries were mapped (README, Memory, has a measured
+example). So the measure of
 "does it fit in a 2 GB Binder session" is the anonymous peak. The browser test (tools/lab_check.py)
 and tools/notebook_memory.py use this module; it needs no torch.
 """

@@ -11,6 +11,10 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+# What reduced mode keeps of any training run (a recipe, an ablation variant): every code path, little data.
+# 1024 images in batches of 256 is 4 steps an epoch, 8 in all.
+REDUCED = {"epochs": 2, "train_limit": 1024, "test_limit": 500}
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -28,11 +32,21 @@ def _flag(name: str) -> bool | None:
 
 
 def reduced_mode() -> bool:
-    """True when work should shrink for CI: ALEXNET_REDUCED wins, else CI (notebook 01)."""
+    """True when work should shrink for CI: ALEXNET_REDUCED wins, else CI (notebooks 05, 06)."""
     forced = _flag("ALEXNET_REDUCED")
     if forced is not None:
         return forced
     return bool(_flag("CI"))
+
+
+def is_reduced(reduced: bool | None = None) -> bool:
+    """`reduced` itself when given, else whether reduced mode is on: the rule for a `reduced=None` argument (get_recipe)."""
+    return reduced_mode() if reduced is None else bool(reduced)
+
+
+def is_full(full: bool | None = None) -> bool:
+    """`full` itself when given, else the opposite of reduced mode: the rule for a `full=None` argument (notebook 05's sweeps)."""
+    return not is_reduced(None if full is None else not full)
 
 
 def pick(full: T, reduced: T) -> T:
@@ -41,7 +55,7 @@ def pick(full: T, reduced: T) -> T:
 
 
 def mode_banner() -> str:
-    """A line to print at the top of every notebook and CLI run saying which mode is on (notebook 01)."""
+    """A line to print at the top of every notebook and CLI run saying which mode is on (every notebook's start(), the CLI)."""
     if reduced_mode():
         return ("REDUCED MODE (CI/ALEXNET_REDUCED): few epochs on a data subset; "
                 "numbers below are smoke-test values, not results")

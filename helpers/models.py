@@ -6,13 +6,15 @@ Linear layers) and returns logits; softmax belongs in the loss, not in the model
 
 from __future__ import annotations
 
+import contextlib
 import math
-import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 from torch import nn
+
+from .checks import is_int, is_real, lookup, one_of, renamed
 
 NORMS = ("none", "lrn", "batch")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu")
@@ -27,7 +29,7 @@ _LARGEST_INPUT_SEARCHED = 4096
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of an AlexNet-family network; each field is one knob (notebook 02).
+    """Architecture of an AlexNet-family network; each field is one knob (notebook 02's PRESETS and build_model).
 
     Per-layer tuples and layer indices count conv layers from 0 (0 = conv1).
     `conv_channels` are the widths before the `width` multiplier, which scales
@@ -65,8 +67,8 @@ class ModelConfig:
 
 def _validate(config: ModelConfig) -> None:
     """Raise ValueError naming the first knob that is out of range or of the wrong type."""
-    _check_choice("norm", config.norm, NORMS)
-    _check_choice("activation", config.activation, ACTIVATIONS)
+    one_of("norm", config.norm, NORMS)
+    one_of("activation", config.activation, ACTIVATIONS)
     for name in ("conv_channels", *_PER_LAYER_FIELDS, *_INDEX_FIELDS):
         _check_int_entries(name, getattr(config, name), none_allowed=name not in ("conv_channels", "pool_after"))
     num_conv = len(config.conv_channels)
@@ -77,7 +79,7 @@ def _validate(config: ModelConfig) -> None:
         _check_int(name, getattr(config, name))
     _check_range("fc_layers", config.fc_layers, *FC_LAYER_RANGE)
     for name in ("dropout", "width"):
-        if not _is_real(getattr(config, name)):
+        if not is_real(getattr(config, name)):
             raise ValueError(f"{name}={getattr(config, name)!r} is not allowed; use a number")
     if not 0 <= config.dropout < 1:
         raise ValueError(f"dropout={config.dropout!r} is not allowed; use 0 <= dropout < 1")
@@ -94,28 +96,15 @@ def _validate(config: ModelConfig) -> None:
     _check_input_size(config)
 
 
-def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not allowed; choose one of {', '.join(allowed)}")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _check_int(name: str, value) -> None:
-    if not _is_int(value):
+    if not is_int(value):
         raise ValueError(f"{name}={value!r} is not allowed; use an integer")
 
 
 def _check_int_entries(name: str, values: tuple | None, none_allowed: bool) -> None:
     if values is None and none_allowed:
         return
-    if values is None or not all(_is_int(v) for v in values):
+    if values is None or not all(is_int(v) for v in values):
         raise ValueError(f"{name}={values!r} is not allowed; give a tuple (or list) of integers")
 
 
@@ -185,7 +174,7 @@ def _output_side(size: int, kernel: int, stride: int, padding: int) -> int:
 
 
 def conv_geometry(config: ModelConfig) -> list[tuple[int, int, int]]:
-    """(kernel, stride, padding) of each conv layer with the None defaults filled in (notebook 02)."""
+    """(kernel, stride, padding) of each conv layer with the None defaults filled in (notebook 02's build_model)."""
     num_conv = len(config.conv_channels)
     kernels = config.conv_kernels or (3,) * num_conv
     strides = config.conv_strides or (1,) * num_conv
@@ -194,18 +183,18 @@ def conv_geometry(config: ModelConfig) -> list[tuple[int, int, int]]:
 
 
 def scaled_channels(config: ModelConfig) -> tuple[int, ...]:
-    """Conv widths after the width multiplier, at least 1 each (notebook 02)."""
+    """Conv widths after the width multiplier, at least 1 each (notebook 02's build_model)."""
     return tuple(max(1, round(c * config.width)) for c in config.conv_channels)
 
 
 def feature_shape(config: ModelConfig) -> tuple[int, int, int]:
-    """(channels, height, width) that `features` hands to the classifier (notebook 02)."""
+    """(channels, height, width) that `features` hands to the classifier (notebook 02's build_model)."""
     side = _first_empty_stage(config, config.input_size)[1]
     return scaled_channels(config)[-1], side, side
 
 
 def with_num_conv(config: ModelConfig, num_conv: int) -> ModelConfig:
-    """Same config with `num_conv` conv layers: keep the first num_conv-1 and the last (notebook 02).
+    """Same config with `num_conv` conv layers: keep the first num_conv-1 and the last (notebook 05).
 
     Dropping middle layers keeps the final channel count, so the classifier input
     keeps its shape; a pooling on a dropped layer moves to the last conv so the
@@ -213,7 +202,7 @@ def with_num_conv(config: ModelConfig, num_conv: int) -> ModelConfig:
     5-layer preset instead.
     """
     current = len(config.conv_channels)
-    if not _is_int(num_conv) or not CONV_LAYER_RANGE[0] <= num_conv <= current:
+    if not is_int(num_conv) or not CONV_LAYER_RANGE[0] <= num_conv <= current:
         raise ValueError(
             f"num_conv={num_conv!r} is not allowed for a {current}-layer config; "
             f"use {CONV_LAYER_RANGE[0]}..{current} (start from a 5-layer preset for more)"
@@ -304,10 +293,10 @@ PRESETS["alexnet_paper"] = ModelConfig(
     fc_size=4096,
     dropout=0.5,
 )
-# The seed repository's variants: paper geometry, BatchNorm instead of LRN, one hidden FC layer.
-PRESETS["seed_5conv"] = replace(PRESETS["alexnet_paper"], norm="batch", fc_layers=2)
-PRESETS["seed_4conv"] = with_num_conv(PRESETS["seed_5conv"], 4)
-PRESETS["seed_3conv"] = with_num_conv(PRESETS["seed_5conv"], 3)
+# The upstream repository's variants: paper geometry, BatchNorm instead of LRN, one hidden FC layer.
+PRESETS["upstream_5conv"] = replace(PRESETS["alexnet_paper"], norm="batch", fc_layers=2)
+PRESETS["upstream_4conv"] = with_num_conv(PRESETS["upstream_5conv"], 4)
+PRESETS["upstream_3conv"] = with_num_conv(PRESETS["upstream_5conv"], 3)
 # CIFAR-native AlexNet: 3x3 convs and three 2/2 poolings take 32x32 down to 256x4x4.
 PRESETS["cifar_alexnet"] = ModelConfig()
 # About a quarter of the conv compute of cifar_alexnet: the CPU recipe's model.
@@ -316,8 +305,12 @@ PRESETS["cifar_alexnet_small"] = replace(
 )
 
 
+# Presets named before "seed" came to mean a random seed only: they still work, with a warning.
+OLD_PRESET_NAMES = {f"seed_{n}conv": f"upstream_{n}conv" for n in (3, 4, 5)}
+
+
 def resolve_config(name_or_config: str | ModelConfig = "cifar_alexnet", **overrides) -> ModelConfig:
-    """A preset name or config with field overrides applied; `num_conv=k` keeps k conv layers (notebook 02)."""
+    """A preset name or config with field overrides applied; `num_conv=k` keeps k conv layers (notebook 02's build_model)."""
     config = _lookup(name_or_config)
     num_conv = overrides.pop("num_conv", None)
     allowed = [f.name for f in fields(ModelConfig)]
@@ -331,9 +324,7 @@ def resolve_config(name_or_config: str | ModelConfig = "cifar_alexnet", **overri
 def _lookup(name_or_config: str | ModelConfig) -> ModelConfig:
     if isinstance(name_or_config, ModelConfig):
         return name_or_config
-    if name_or_config not in PRESETS:
-        raise ValueError(f"unknown model preset {name_or_config!r}; known presets: {', '.join(PRESETS)}")
-    return PRESETS[name_or_config]
+    return lookup("model preset", renamed("model preset", name_or_config, OLD_PRESET_NAMES), PRESETS)
 
 
 def build_model(name_or_config: str | ModelConfig = "cifar_alexnet", **overrides) -> AlexNet:
@@ -342,12 +333,12 @@ def build_model(name_or_config: str | ModelConfig = "cifar_alexnet", **overrides
 
 
 def model_config_dict(model: AlexNet) -> dict:
-    """The model's config as a plain JSON-ready dict, for checkpoints (notebook 02)."""
+    """The model's config as a plain JSON-ready dict, for checkpoints (notebook 03's engine)."""
     return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(model.config).items()}
 
 
 def config_from_dict(data: dict) -> ModelConfig:
-    """Rebuild a ModelConfig from model_config_dict output, e.g. read from a checkpoint (notebook 02)."""
+    """Rebuild a ModelConfig from model_config_dict output, e.g. read from a checkpoint (notebook 04)."""
     allowed = {f.name for f in fields(ModelConfig)}
     unknown = sorted(set(data) - allowed)
     if unknown:
@@ -360,80 +351,12 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def summarize(model: nn.Module, input_size: int | None = None) -> list[dict]:
-    """One row per leaf layer, in call order: layer, type, output_shape, params, flops per image (notebook 02).
-
-    FLOPs are what torch's FlopCounterMode reports: 2 x multiply-adds of convs and
-    matmuls, biases, activations, norms and poolings counted as 0.
-    """
-    # Imported here, not at the top: with a CUDA build of torch it loads Triton (about 75 MB resident),
-    # which notebooks that never count FLOPs should not carry.
-    from torch.utils.flop_counter import FlopCounterMode
-
-    size = _config_input_size(model) if input_size is None else input_size
-    leaves = {name: module for name, module in model.named_modules() if not any(module.children())}
-    shapes: dict[str, tuple[int, ...]] = {}
-    hooks = [module.register_forward_hook(_shape_recorder(shapes, name)) for name, module in leaves.items()]
-    reference = next(model.parameters())
-    image = torch.zeros(1, IN_CHANNELS, size, size, device=reference.device, dtype=reference.dtype)
+@contextlib.contextmanager
+def model_mode(model: nn.Module, training: bool = False) -> Iterator[nn.Module]:
+    """Put `model` in eval (or train) mode for a `with` block, then restore it (notebook 04's predict and conv_activations)."""
     was_training = model.training
-    model.eval()
+    model.train(training)
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(image)
+        yield model
     finally:
-        for hook in hooks:
-            hook.remove()
         model.train(was_training)
-    flops = counter.get_flop_counts()
-    # FlopCounterMode names modules "<ClassName>.<qualified name>"
-    prefix = type(model).__name__
-    return [
-        {
-            "layer": name,
-            "type": type(leaves[name]).__name__,
-            "output_shape": shape,
-            "params": count_parameters(leaves[name]),
-            "flops": int(sum(flops.get(f"{prefix}.{name}", {}).values())),
-        }
-        for name, shape in shapes.items()
-    ]
-
-
-def _config_input_size(model: nn.Module) -> int:
-    config = getattr(model, "config", None)
-    if config is None:
-        raise ValueError("input_size=None needs a model with a .config; pass input_size explicitly")
-    return config.input_size
-
-
-def _shape_recorder(shapes: dict[str, tuple[int, ...]], name: str):
-    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        shapes[name] = tuple(output.shape[1:])
-
-    return hook
-
-
-def total_flops(model: nn.Module, input_size: int | None = None) -> int:
-    """FLOPs of one forward pass of one image, as FlopCounterMode counts them (notebook 02)."""
-    return sum(row["flops"] for row in summarize(model, input_size))
-
-
-def format_summary(rows: list[dict]) -> str:
-    """summarize() rows as an aligned text table with a total line (notebook 02)."""
-    header = ("layer", "type", "output_shape", "params", "flops")
-    body = [
-        (row["layer"], row["type"], "x".join(map(str, row["output_shape"])), f"{row['params']:,}", f"{row['flops']:,}")
-        for row in rows
-    ]
-    total = ("total", "", "", f"{sum(r['params'] for r in rows):,}", f"{sum(r['flops'] for r in rows):,}")
-    table = [header, *body, total]
-    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
-    # text columns left-aligned, number columns right-aligned so digits line up
-    lines = [
-        "  ".join(
-            cell.ljust(width) if i < 3 else cell.rjust(width) for i, (cell, width) in enumerate(zip(line, widths))
-        ).rstrip()
-        for line in table
-    ]
-    return "\n".join(lines)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import torch
 
 from .device import describe_device, pick_device
 from .mode import mode_banner
-from .paths import project_folder
 
 
 def start(seed: int = 0) -> torch.device:
@@ -39,13 +37,3 @@ def enable_colab_widgets() -> bool:
 
     output.enable_custom_widget_manager()
     return True
-
-
-def runs_dir() -> Path:
-    """Folder for checkpoints and run records: `runs/` of a checkout, else ~/.cache/alexnet-cifar10/runs (notebook 03)."""
-    return project_folder("runs")
-
-
-def course_checkpoint() -> Path:
-    """Where notebook 03 saves the course model and notebook 04 loads it (notebooks 03, 04)."""
-    return runs_dir() / "course" / "checkpoint.pt"

@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .device import cpuinfo_values, synchronize
-from .models import build_model
-from .train import amp_dtype, autocast
+from .device import amp_dtype, autocast, cpuinfo_values, synchronize
+from .models import build_model, model_mode
 
 
 @dataclass(frozen=True)
@@ -106,14 +105,14 @@ def compare_throughput(
 
     Only one step's model, gradients and optimiser state exist at a time: a step is
     built (same seed, same weights), warmed up, timed and dropped at every turn, so
-    that the seed's 39M-parameter model twice over does not have to fit beside the
+    that the upstream 39M-parameter model twice over does not have to fit beside the
     rest (a 2 GB Binder machine). Compiled steps are the exception: they are kept,
     since compiling again each turn would cost far more than their small models.
     """
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from .device import pick_device, release_memory
+    from .device import pick_device
 
     _check_counts(steps=steps, warmup=warmup, repeats=repeats)
     if not settings:
@@ -123,17 +122,7 @@ def compare_throughput(
         raise ValueError(f"setting labels must be unique, got {labels}")
     device = pick_device() if device is None else torch.device(device)
     bar = tqdm(total=len(settings) * (repeats + 1), desc="timing", unit="run", disable=not progress)
-    kept: dict[int, _Step] = {}
-    first, facts = [], []
-    for i, s in enumerate(settings):
-        step = _Step(s, device)
-        first.append(step.time(1))  # compilation, allocator and kernel-selection costs land here
-        facts.append((step.model.config.input_size, step.dtype))
-        if s.compile:
-            kept[i] = step
-        del step
-        release_memory()
-        bar.update()
+    kept, first, facts = _first_steps(settings, device, bar)
     times: list[list[float]] = [[] for _ in settings]
     for _ in range(repeats):
         for i, s in enumerate(settings):
@@ -146,17 +135,37 @@ def compare_throughput(
             del step
             bar.update()
     bar.close()
-    rows = []
-    for s, (size, dtype), t, t0 in zip(settings, facts, times, first):
-        per_s = [s.batch_size * steps / x for x in t]
-        rows.append({
-            **{k: v for k, v in asdict(s).items() if k != "overrides"},
-            "input_size": size,
-            "images_per_s": statistics.median(per_s), "images_per_s_min": min(per_s), "images_per_s_max": max(per_s),
-            "ms_per_step": 1000 * statistics.median(t) / steps, "first_step_s": t0,
-            "amp_dtype": str(dtype).replace("torch.", "") if dtype is not None else "float32",
-        })
-    return pd.DataFrame(rows)
+    return pd.DataFrame([_speed_row(s, size, dtype, t, t0, steps)
+                         for s, (size, dtype), t, t0 in zip(settings, facts, times, first)])
+
+
+def _first_steps(settings: Sequence[Setting], device: torch.device, bar) -> tuple[dict, list, list]:
+    """Build and time each setting's first step; keep the compiled ones. Returns (kept, first seconds, facts)."""
+    from .device import release_memory
+
+    kept: dict[int, _Step] = {}
+    first, facts = [], []
+    for i, s in enumerate(settings):
+        step = _Step(s, device)
+        first.append(step.time(1))  # compilation, allocator and kernel-selection costs land here
+        facts.append((step.model.config.input_size, step.dtype))
+        if s.compile:
+            kept[i] = step
+        del step
+        release_memory()
+        bar.update()
+    return kept, first, facts
+
+
+def _speed_row(s: Setting, size: int, dtype: torch.dtype | None, t: list[float], t0: float, steps: int) -> dict:
+    per_s = [s.batch_size * steps / x for x in t]
+    return {
+        **{k: v for k, v in asdict(s).items() if k != "overrides"},
+        "input_size": size,
+        "images_per_s": statistics.median(per_s), "images_per_s_min": min(per_s), "images_per_s_max": max(per_s),
+        "ms_per_step": 1000 * statistics.median(t) / steps, "first_step_s": t0,
+        "amp_dtype": str(dtype).replace("torch.", "") if dtype is not None else "float32",
+    }
 
 
 def throughput(
@@ -207,16 +216,14 @@ def step_flops(model: nn.Module | str, input_size: int | None = None, batch: int
     _check_counts(batch=batch, input_size=size)
     reference = next(model.parameters())
     x = torch.randn(batch, 3, size, size, device=reference.device, dtype=reference.dtype)
-    was_training = model.training
-    model.train()
-    try:
-        with FlopCounterMode(display=False) as forward:
-            out = model(x)
-        with FlopCounterMode(display=False) as backward:
-            out.float().sum().backward()
-    finally:
-        model.zero_grad(set_to_none=True)
-        model.train(was_training)
+    with model_mode(model, training=True):
+        try:
+            with FlopCounterMode(display=False) as forward:
+                out = model(x)
+            with FlopCounterMode(display=False) as backward:
+                out.float().sum().backward()
+        finally:
+            model.zero_grad(set_to_none=True)
     fwd = forward.get_total_flops() / batch
     bwd = backward.get_total_flops() / batch
     return {"forward": int(fwd), "backward": int(bwd), "train": int(fwd + bwd)}

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from dataclasses import dataclass, field
 
-from .mode import reduced_mode
+from .checks import is_int, is_real, lookup, one_of, renamed
+from .losses import LOSSES
+from .mode import REDUCED, is_reduced
 from .models import ModelConfig, resolve_config
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
-LOSSES = ("ce", "softmax_ce", "bce_softmax")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES, "amp": AMP_MODES}
 
 
 @dataclass
 class Recipe:
-    """Everything that defines a training run except the seed and the device (notebook 03)."""
+    """Everything that defines a training run except the seed and the device (notebook 03's get_recipe, notebook 04)."""
 
     name: str = "custom"
     model: str = "cifar_alexnet_small"
@@ -64,30 +65,15 @@ class Recipe:
         return d
 
 
-def _one_of(knob: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{knob}={value!r} is not known; choose one of {', '.join(allowed)}")
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def check_recipe(r: Recipe) -> None:
-    """Reject impossible hyperparameters and models with a message naming the field (notebook 03)."""
-    _one_of("optimizer", r.optimizer, OPTIMIZERS)
-    _one_of("schedule", r.schedule, SCHEDULES)
-    _one_of("loss", r.loss, LOSSES)
-    _one_of("amp", r.amp, AMP_MODES)
+    """Reject impossible hyperparameters and models with a message naming the field (Recipe, on creation)."""
+    for knob, allowed in CHOICES.items():
+        one_of(knob, getattr(r, knob), allowed)
     for knob in ("epochs", "batch_size"):
-        if not _is_int(getattr(r, knob)):
+        if not is_int(getattr(r, knob)):
             raise ValueError(f"{knob} must be a whole number, got {getattr(r, knob)!r}")
     for knob in ("lr", "momentum", "warmup", "label_smoothing", "weight_decay"):
-        if not _is_real(getattr(r, knob)):
+        if not is_real(getattr(r, knob)):
             raise ValueError(f"{knob} must be a number, got {getattr(r, knob)!r}")
     positive = {"epochs": r.epochs, "batch_size": r.batch_size, "lr": r.lr}
     for knob, value in positive.items():
@@ -102,11 +88,11 @@ def check_recipe(r: Recipe) -> None:
     if not 0 <= r.weight_decay < math.inf:
         raise ValueError(f"weight_decay must be >= 0 and finite, got {r.weight_decay}")
     betas = r.betas
-    if not isinstance(betas, (tuple, list)) or len(betas) != 2 or not all(_is_real(b) and 0 <= b < 1 for b in betas):
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2 or not all(is_real(b) and 0 <= b < 1 for b in betas):
         raise ValueError(f"betas must be two numbers in [0, 1) (Adam has betas, not momentum), got {betas!r}")
     for knob in ("train_limit", "test_limit"):
         value = getattr(r, knob)
-        if value is not None and (not _is_int(value) or value < 1):
+        if value is not None and (not is_int(value) or value < 1):
             raise ValueError(f"{knob} must be a positive number of images or None, got {value!r}")
     for knob in ("nesterov", "decay_norm_and_bias", "augment", "channels_last", "compile", "tta"):
         if not isinstance(getattr(r, knob), bool):
@@ -120,53 +106,77 @@ def check_recipe(r: Recipe) -> None:
     resolve_config(r.model, **r.model_overrides)  # an unknown preset or a bad model knob fails here, not in training
 
 
+# One line per field: the command line's --help (helpers.cli) reads it; a test checks every field has one.
+FIELD_HELP = {
+    "name": "the recipe's name, written into run folders and results",
+    "model": "model preset from helpers.models.PRESETS",
+    "model_overrides": "model knobs that differ from the preset (e.g. norm, dropout, width, num_conv)",
+    "epochs": "number of epochs",
+    "batch_size": "images per training step (all processes together)",
+    "optimizer": "optimiser",
+    "lr": "peak learning rate",
+    "momentum": "SGD momentum",
+    "nesterov": "Nesterov momentum for SGD",
+    "betas": "Adam's two decay rates (Adam has betas, not momentum)",
+    "weight_decay": "L2 weight decay",
+    "decay_norm_and_bias": "also decay norm weights and biases",
+    "schedule": "learning-rate schedule",
+    "warmup": "fraction of training spent warming up the learning rate",
+    "label_smoothing": "label smoothing for the cross-entropy losses",
+    "loss": "loss: ce on logits, or the upstream repository's softmax_ce / bce_softmax",
+    "augment": "random crop and flip of the training images",
+    "amp": "mixed precision: auto (bf16/fp16 on CUDA), bf16, fp16, off",
+    "channels_last": "NHWC memory format for images and weights",
+    "compile": "torch.compile the model",
+    "tta": "also report accuracy averaged with mirrored test images",
+    "train_limit": "use only the first N training images",
+    "test_limit": "use only the first N test images",
+}
+
+UPSTREAM = "upstream"  # the repository this course grew from; never a random seed
+
 RECIPES: dict[str, Recipe] = {
-    # The seed repository: 3-conv AlexNet on 227x227 upscaled images, Adam 1e-4 with L2 5e-4 on
+    # The upstream repository: 3-conv AlexNet on 227x227 upscaled images, Adam 1e-4 with L2 5e-4 on
     # every parameter, batch 128, BCE on softmax outputs, fp32, no augmentation, 20 epochs.
-    "seed": Recipe(
-        name="seed", model="seed_3conv", epochs=20, batch_size=128, optimizer="adam", lr=1e-4,
+    UPSTREAM: Recipe(
+        name=UPSTREAM, model="upstream_3conv", epochs=20, batch_size=128, optimizer="adam", lr=1e-4,
         weight_decay=5e-4, decay_norm_and_bias=True, schedule="constant", loss="bce_softmax",
         augment=False, amp="off", channels_last=False, tta=False,
     ),
-    # Tuned for a 2-core CPU with bf16 (AVX512-BF16): a narrow CIFAR-native AlexNet, one-cycle
-    # SGD with Nesterov momentum, label smoothing, crop+flip augmentation, flip TTA at test time.
+    # For a 2-core CPU with bf16 (AVX512-BF16): a narrow CIFAR-native AlexNet, one-cycle SGD with
+    # Nesterov momentum, label smoothing, crop+flip augmentation, flip TTA at test time.
     "cpu": Recipe(
         name="cpu", model="cifar_alexnet_small", epochs=13, batch_size=256, optimizer="sgd", lr=0.2,
         weight_decay=5e-4, schedule="onecycle", warmup=0.25, label_smoothing=0.1, amp="bf16",
     ),
     # For one CUDA GPU: the full-width CIFAR-native AlexNet, same recipe family, bf16 autocast.
-    # Not yet measured on a GPU (see README): the settings follow the CPU recipe scaled up.
+    # Not yet measured on a GPU (README): the settings follow the CPU recipe scaled up.
     "gpu": Recipe(
         name="gpu", model="cifar_alexnet", epochs=30, batch_size=512, optimizer="sgd", lr=0.4,
         weight_decay=5e-4, schedule="onecycle", warmup=0.2, label_smoothing=0.1, amp="auto",
     ),
 }
 
-# What reduced mode (CI) keeps of any recipe: every code path, little data.
-REDUCED = {"epochs": 2, "train_limit": 2048, "test_limit": 1000}
+# Names this course used before "seed" came to mean a random seed only: they still work, with a warning.
+OLD_NAMES = {"seed": UPSTREAM}
 
 
 def get_recipe(name: str = "cpu", reduced: bool | None = None, **overrides) -> Recipe:
-    """A named recipe ('seed', 'cpu', 'gpu'), shrunk in reduced mode, with field overrides (notebook 03)."""
-    if name not in RECIPES:
-        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
-    recipe = RECIPES[name]
-    if reduced_mode() if reduced is None else reduced:
-        recipe = recipe.replace(**{k: v for k, v in REDUCED.items() if k not in overrides})
-    return recipe.replace(**overrides)
+    """A named recipe ('upstream', 'cpu', 'gpu'), shrunk in reduced mode, with field overrides (notebook 03)."""
+    recipe = lookup("recipe", renamed("recipe", name, OLD_NAMES), RECIPES)
+    changes = dict(REDUCED) if is_reduced(reduced) else {}
+    changes.update(overrides)  # what the caller asks for wins over reduced mode
+    return recipe.replace(**changes)  # always a copy: the registry's recipes stay as written
 
 
-# The seed's own batch of 128 images at 227x227 with Adam peaks at about 2.7 GB on a CPU, above the 2 GB of
-# a Binder machine. Its 39M parameters with their gradients and Adam's two buffers are 0.6 GB whatever the
-# batch; the activations are what the batch scales. At 16 a one-epoch seed run in a fresh process peaked
-# 0.9 GB above the loaded data (1.04 GB at 32), and a CPU's per-image cost barely moves with the batch
-# (35.1 vs 35.9 img/s at 16 and 32 on the 2-core machine of the README, fused Adam).
-SEED_TIMING_BATCH_CPU = 16
+# On a CPU the upstream model is timed at batch 16 instead of its 128: its weights, gradients and Adam's
+# buffers do not shrink with the batch, and batch 128's activations would not fit Binder's 2 GB (README, Memory).
+UPSTREAM_TIMING_BATCH_CPU = 16
 
 
-def seed_timing_batch(device_type: str) -> int:
-    """Batch for timing the seed's model: its own 128 on a GPU, 16 on a CPU to fit a 2 GB machine (notebooks 03, 06)."""
-    return SEED_TIMING_BATCH_CPU if device_type == "cpu" else RECIPES["seed"].batch_size
+def upstream_timing_batch(device_type: str) -> int:
+    """Batch for timing the upstream model: its own 128 on a GPU, 16 on a CPU to fit a 2 GB machine (notebooks 03, 06)."""
+    return UPSTREAM_TIMING_BATCH_CPU if device_type == "cpu" else RECIPES[UPSTREAM].batch_size
 
 
 def recipe_for_device(device_type: str) -> str:

@@ -13,7 +13,7 @@ import torch
 from conftest import real_cifar_root
 
 from helpers import distributed as dist
-from helpers.data import GpuLoader
+from helpers.loader import GpuLoader
 
 
 def _images(n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,8 +1,7 @@
-"""helpers.evaluation: metrics against hand-computed values, calibration on synthetic predictions, pictures."""
+"""helpers/evaluation.py: metrics against hand-computed values, calibration on synthetic predictions, pictures (notebook 04)."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import matplotlib
@@ -18,24 +17,17 @@ from helpers.evaluation import (  # noqa: E402
     confident_mistakes,
     confusion_matrix,
     conv_activations,
-    describe_run,
     expected_calibration_error,
     filter_grid,
-    load_result_records,
     metrics_table,
     per_class_metrics,
     plot_confusion_matrix,
     plot_reliability_diagram,
-    plot_time_to_accuracy,
     show_predictions,
-    state_dict_differences,
-    time_to_accuracy_table,
     top_confusions,
     top_k_accuracy,
-    without_timing,
 )
 from helpers.models import build_model  # noqa: E402
-from helpers.recipes import get_recipe  # noqa: E402
 
 # 3 classes, 8 images; hand-counted below
 LABELS = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2])
@@ -201,43 +193,13 @@ def test_filter_grid_and_feature_maps_shapes():
         conv_activations(model, torch.randn(3, 32, 32), num_convs=9)
 
 
-def test_state_dict_differences_and_history_comparison():
-    a = {"w": torch.ones(2, 2), "b": torch.zeros(2)}
-    assert state_dict_differences(a, {k: v.clone() for k, v in a.items()}) == {}
-    b = {"w": torch.ones(2, 2), "b": torch.tensor([0.0, 0.25])}
-    assert state_dict_differences(a, b) == {"b": 0.25}
-    with pytest.raises(ValueError, match="different tensors"):
-        state_dict_differences(a, {"w": a["w"]})
-    rows = [{"epoch": 1, "test_acc": 50.0, "train_seconds": 3.0, "images_per_s": 10.0, "train_seconds_total": 3.0}]
-    assert without_timing(rows) == [{"epoch": 1, "test_acc": 50.0}]
-
-
-def test_recorded_results_are_read_and_tabled(tmp_path):
-    assert load_result_records(tmp_path / "absent") == {}
-    record = {"recipe": "cpu", "seed": 0, "device": "cpu", "history": [{"test_acc": 80.0, "train_seconds_total": 100.0},
-                                                                        {"test_acc": 86.0, "train_seconds_total": 200.0}],
-              "time_to": {"81.37": 200.0, "90": None}}
-    (tmp_path / "time_to_accuracy_cpu.json").write_text(json.dumps([record]))
-    (tmp_path / "other.json").write_text(json.dumps({"something": "else"}))
-    (tmp_path / "broken.json").write_text("{not json")
-    found = load_result_records(tmp_path)
-    assert list(found) == ["time_to_accuracy_cpu.json"]
-    table = time_to_accuracy_table(found["time_to_accuracy_cpu.json"])
-    assert table.loc[0, "final test_acc %"] == 86.0 and table.loc[0, "epochs"] == 2
-    assert table.loc[0, "s to 81.37%"] == 200.0
-
-
-def test_time_to_accuracy_plot_has_one_line_per_run():
-    history = [{"test_acc": 50.0, "train_seconds_total": 10.0}, {"test_acc": 70.0, "train_seconds_total": 20.0}]
-    fig = plot_time_to_accuracy([{"recipe": "a", "seed": 0, "history": history},
-                                 {"recipe": {"name": "b"}, "history": history[:1]}], targets=(60,))
-    ax = fig.axes[0]
-    assert [line.get_label() for line in ax.lines[:2]] == ["a, seed 0", "b"]
-    assert list(ax.lines[0].get_xdata()) == [10.0, 20.0] and list(ax.lines[0].get_ydata()) == [50.0, 70.0]
-
-
-def test_describe_run_names_the_settings():
-    line = describe_run(get_recipe("cpu", reduced=False, epochs=3, train_limit=1024), "cpu", [{}, {}])
-    assert line == ("device=cpu, recipe=cpu (model cifar_alexnet_small), epochs=2/3, train images=1024, "
-                    "test images=10000")
-    assert describe_run(get_recipe("seed", reduced=True)).startswith("recipe=seed (model seed_3conv), epochs=2/2")
+@pytest.mark.parametrize("training", [True, False])
+def test_conv_activations_run_in_eval_mode_and_restore_the_mode(training):
+    torch.manual_seed(0)
+    model = build_model("cifar_alexnet_small").train(training)
+    image = torch.randn(3, 32, 32)
+    first = conv_activations(model, image, num_convs=1)["conv1"]
+    assert model.training is training
+    with torch.no_grad():  # eval mode: BatchNorm uses its running statistics, so one image is deterministic
+        expected = model.eval().features[:3](image[None])[0]
+    assert torch.equal(first, expected)

@@ -12,22 +12,22 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections import namedtuple
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import make_cifar_folder
 
+import helpers.cli as cli_module
 import helpers.train as train_module
-from helpers.evaluation import without_timing
-from helpers.recipes import get_recipe
-from helpers.train import TrainingError, load_checkpoint, main, save_checkpoint
+from helpers.checkpoint import load_checkpoint, save_checkpoint
+from helpers.cli import main
+from helpers.results import without_timing
+from helpers.train import TrainingError
 
 REPO = Path(__file__).resolve().parents[1]
 posix_only = pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals")
@@ -53,11 +53,11 @@ def sha256(path: Path) -> str:
 # kill therefore always lands mid-epoch, after some optimiser steps of that epoch: no timing guess.
 GATED_CLI = r"""
 import os, sys, time
-import helpers.data as data
-from helpers.train import main
+import helpers.loader as loader
+from helpers.cli import main
 
 marker, gate_epoch, gate_step = os.environ["GATE_MARKER"], int(os.environ["GATE_EPOCH"]), int(os.environ["GATE_STEP"])
-original_loaders = data.loaders
+original_loaders = loader.loaders
 
 def gated_loaders(*args, **kwargs):
     train, test = original_loaders(*args, **kwargs)
@@ -77,7 +77,7 @@ def gated_loaders(*args, **kwargs):
     train.__class__ = Gated
     return train, test
 
-data.loaders = gated_loaders
+loader.loaders = gated_loaders
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -164,7 +164,7 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
 DIE_WHILE_SAVING = r"""
 import io, os, signal, sys
 import torch
-from helpers.train import save_checkpoint
+from helpers.checkpoint import save_checkpoint
 
 real_save = torch.save
 
@@ -201,14 +201,14 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
                           capture_output=True, text=True, timeout=CHILD_TIMEOUT)
     assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
     # The crash really was mid-write: the temp file holds a torn checkpoint ...
-    tmp = path.with_name(path.name + ".tmp")
+    (tmp,) = path.parent.glob("checkpoint.pt.*.tmp")  # NAME.<pid>.tmp of the killed writer
     assert 0 < tmp.stat().st_size < path.stat().st_size
     with pytest.raises(TrainingError, match="cannot be read as a checkpoint"):
         load_checkpoint(tmp)
     # ... and it never replaced the previous checkpoint.
     assert_previous_intact(path, digest)
     # The next run on that folder drops the torn temp file and can save again.
-    train_module._prepare_run_dir(path.parent, resume=True)
+    cli_module.prepare_run_dir(path.parent, resume=True)
     assert not tmp.exists()
     save_checkpoint(path, {"epoch": 2})
     assert load_checkpoint(path)["epoch"] == 2
@@ -237,7 +237,8 @@ def test_failed_checkpoint_write_raises_naming_the_path_and_keeps_the_previous(t
 WRITE_PAST_LIMIT = r"""
 import resource, signal, sys
 import torch
-from helpers.train import TrainingError, save_checkpoint
+from helpers.checkpoint import save_checkpoint
+from helpers.train import TrainingError
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the process instead of failing the write
 limit = int(sys.argv[2])
@@ -323,45 +324,6 @@ def test_unwritable_run_folder_fails_before_training(cifar_root, tmp_path, capsy
     assert not list(tmp_path.rglob("checkpoint.pt*")) and not list(tmp_path.rglob("config.json"))
 
 
-DiskUsage = namedtuple("DiskUsage", "total used free")
-
-
-def fake_free_space(monkeypatch, free: int) -> None:
-    total = 10 * 2**30
-    monkeypatch.setattr(shutil, "disk_usage", lambda path: DiskUsage(total, total - free, free))
-
-
-def test_full_disk_fails_before_training_saying_what_is_needed(cifar_root, tmp_path, monkeypatch, capsys, no_training):
-    fake_free_space(monkeypatch, 3 * 2**20)  # 3 MiB: far less than two checkpoints of cifar_alexnet_small
-    started = time.perf_counter()
-    assert cli_main(cifar_root, tmp_path / "run", "--epochs", "2") == 2
-    assert time.perf_counter() - started < 30  # no data loading, no training
-    out = capsys.readouterr().out
-    estimate = train_module._checkpoint_bytes(get_recipe("cpu", epochs=2))
-    assert "not enough disk space" in out and str(tmp_path / "run") in out
-    assert f"{2 * estimate / 2**20:,.1f} MiB must be free" in out and "only 3.0 MiB" in out
-    assert "another disk" in out
-    assert not (tmp_path / "run" / "checkpoint.pt").exists() and not (tmp_path / "run" / "config.json").exists()
-
-
-def test_disk_estimate_covers_the_real_checkpoint(cifar_root, tmp_path, monkeypatch, capsys):
-    run_dir = tmp_path / "run"
-    for optimizer in ("sgd", "adamw"):
-        assert cli_main(cifar_root, run_dir / optimizer, "--epochs", "2", "--optimizer", optimizer) == 0
-        actual = (run_dir / optimizer / "checkpoint.pt").stat().st_size
-        estimate = train_module._checkpoint_bytes(get_recipe("cpu", epochs=2, optimizer=optimizer))
-        assert actual <= estimate <= 1.05 * actual + 2**20, (optimizer, actual, estimate)
-    # Resuming needs room for one more copy only: the existing checkpoint already sits on the disk.
-    recipe = get_recipe("cpu", epochs=2, optimizer="adamw")
-    estimate = train_module._checkpoint_bytes(recipe)
-    existing = (run_dir / "adamw" / "checkpoint.pt").stat().st_size
-    fake_free_space(monkeypatch, 2 * estimate - existing)
-    train_module._check_disk_space(run_dir / "adamw", recipe)
-    fake_free_space(monkeypatch, 2 * estimate - existing - 1)
-    with pytest.raises(OSError, match="not enough disk space"):
-        train_module._check_disk_space(run_dir / "adamw", recipe)
-
-
 def test_disk_full_during_training_stops_cleanly_and_resumes(cifar_root, tmp_path, monkeypatch, capsys):
     run_dir = tmp_path / "run"
     real_save, saves = torch.save, []
@@ -380,7 +342,7 @@ def test_disk_full_during_training_stops_cleanly_and_resumes(cifar_root, tmp_pat
     assert f"could not write the checkpoint {run_dir / 'checkpoint.pt'}" in out and "No space left on device" in out
     assert saves == [1, 2]
     assert load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 1  # the last good checkpoint
-    assert not (run_dir / "checkpoint.pt.tmp").exists() and not (run_dir / "metrics.json").exists()
+    assert not list(run_dir.glob("*.tmp")) and not (run_dir / "metrics.json").exists()
     monkeypatch.setattr(torch, "save", real_save)  # space freed
     assert cli_main(cifar_root, run_dir, "--epochs", "3", "--resume") == 0
     assert [r["epoch"] for r in json.loads((run_dir / "history.json").read_text())] == [1, 2, 3]

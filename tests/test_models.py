@@ -9,17 +9,16 @@ import pytest
 import torch
 from torch import nn
 
+from helpers.architecture import summarize, total_flops
 from helpers.models import (
     PRESETS,
     ModelConfig,
     build_model,
     config_from_dict,
     count_parameters,
-    format_summary,
     model_config_dict,
+    model_mode,
     resolve_config,
-    summarize,
-    total_flops,
 )
 
 
@@ -53,13 +52,13 @@ def cifar_params(channels: tuple[int, ...], fc: int) -> int:
     return convs + linear(channels[-1] * 16, fc) + linear(fc, fc) + linear(fc, 10)
 
 
-SEED_HEAD = conv(3, 96, 11, bias=False) + bn(96) + conv(96, 256, 5, bias=False) + bn(256)
-SEED_FC = linear(256 * 6 * 6, 4096) + linear(4096, 10)
+UPSTREAM_HEAD = conv(3, 96, 11, bias=False) + bn(96) + conv(96, 256, 5, bias=False) + bn(256)
+UPSTREAM_FC = linear(256 * 6 * 6, 4096) + linear(4096, 10)
 EXPECTED_PARAMS = {
     "alexnet_paper": 58_322_314,
-    "seed_5conv": SEED_HEAD + conv(256, 384, 3) + conv(384, 384, 3) + conv(384, 256, 3) + SEED_FC,
-    "seed_4conv": SEED_HEAD + conv(256, 384, 3) + conv(384, 256, 3) + SEED_FC,
-    "seed_3conv": SEED_HEAD + conv(256, 256, 3) + SEED_FC,
+    "upstream_5conv": UPSTREAM_HEAD + conv(256, 384, 3) + conv(384, 384, 3) + conv(384, 256, 3) + UPSTREAM_FC,
+    "upstream_4conv": UPSTREAM_HEAD + conv(256, 384, 3) + conv(384, 256, 3) + UPSTREAM_FC,
+    "upstream_3conv": UPSTREAM_HEAD + conv(256, 256, 3) + UPSTREAM_FC,
     "cifar_alexnet": cifar_params((64, 192, 384, 256, 256), 1024),
     "cifar_alexnet_small": cifar_params((32, 96, 192, 128, 128), 256),
 }
@@ -148,9 +147,9 @@ def test_num_conv_knob(num_conv):
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
-def test_num_conv_on_the_paper_net_matches_the_seed_variants():
+def test_num_conv_on_the_paper_net_matches_the_upstream_variants():
     for num_conv in (3, 4):
-        assert resolve_config("seed_5conv", num_conv=num_conv) == PRESETS[f"seed_{num_conv}conv"]
+        assert resolve_config("upstream_5conv", num_conv=num_conv) == PRESETS[f"upstream_{num_conv}conv"]
 
 
 @pytest.mark.parametrize("fc_layers", [2, 3, 4])
@@ -195,7 +194,7 @@ def test_input_size_knob_changes_the_classifier_input():
         ("cifar_alexnet", {"activation": "tanh"}, "activation='tanh'.*relu, leaky_relu, gelu"),
         ("cifar_alexnet", {"num_conv": 2}, "num_conv=2"),
         ("cifar_alexnet", {"num_conv": 6}, "num_conv=6"),
-        ("seed_3conv", {"num_conv": 4}, "num_conv=4"),
+        ("upstream_3conv", {"num_conv": 4}, "num_conv=4"),
         ("cifar_alexnet", {"conv_channels": (8, 8)}, "conv_channels=.*3..5"),
         ("cifar_alexnet", {"conv_channels": (8,) * 6}, "conv_channels=.*3..5"),
         ("cifar_alexnet", {"fc_layers": 1}, "fc_layers=1.*2..4"),
@@ -276,14 +275,24 @@ def test_total_flops_of_the_paper_net_counts_convs_and_matmuls_only():
     assert total_flops(preset_model("alexnet_paper")) == expected
 
 
-def test_summarize_restores_training_mode_and_formats_a_table():
+def test_summarize_restores_training_mode():
     model = build_model("cifar_alexnet_small", input_size=64).train()
     rows = summarize(model, input_size=64)
     assert model.training is True
     assert rows[0]["output_shape"] == (32, 64, 64)
-    table = format_summary(rows)
-    assert "features.0" in table and "classifier.7" in table
-    assert table.splitlines()[-1].split()[:2] == ["total", f"{count_parameters(model):,}"]
+    assert [r["layer"] for r in rows][-1] == "classifier.7"
+
+
+def test_model_mode_switches_for_the_block_and_restores_even_after_an_error():
+    model = build_model("cifar_alexnet_small").train()
+    with model_mode(model, training=False):
+        assert not model.training and not any(m.training for m in model.modules())
+    assert model.training and all(m.training for m in model.modules())
+    model.eval()
+    with pytest.raises(RuntimeError, match="inside"), model_mode(model, training=True):
+        assert model.training
+        raise RuntimeError("inside")
+    assert not model.training
 
 
 def test_small_model_overfits_a_fixed_random_batch():

@@ -23,9 +23,11 @@ import torch
 from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
+from helpers.device import amp_dtype, autocast
+from helpers.losses import compute_loss
 from helpers.models import PRESETS, build_model
 from helpers.recipes import Recipe
-from helpers.train import amp_dtype, autocast, compute_loss, make_optimizer, make_scheduler
+from helpers.train import make_optimizer, make_scheduler
 
 # The documented rules, typed in again on purpose (models.py and recipes.py docstrings).
 NORMS, ACTIVATIONS = ("none", "lrn", "batch"), ("relu", "leaky_relu", "gelu")

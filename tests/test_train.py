@@ -9,22 +9,16 @@ import pytest
 import torch
 from conftest import real_cifar_root
 
-from helpers.data import GpuLoader
-from helpers.evaluation import without_timing
+from helpers.checkpoint import load_checkpoint
+from helpers.cli import main
+from helpers.device import amp_dtype
+from helpers.loader import GpuLoader
+from helpers.losses import compute_loss
+from helpers.mode import REDUCED
 from helpers.models import build_model
-from helpers.recipes import REDUCED, Recipe, get_recipe
-from helpers.train import (
-    TrainingError,
-    amp_dtype,
-    compute_loss,
-    fit,
-    load_checkpoint,
-    lr_factor,
-    main,
-    make_optimizer,
-    param_groups,
-    seed_everything,
-)
+from helpers.recipes import Recipe, get_recipe, upstream_timing_batch
+from helpers.results import without_timing
+from helpers.train import TrainingError, fit, lr_factor, make_optimizer, param_groups, seed_everything
 
 
 def tiny_loaders(n: int = 128, seed: int = 0):
@@ -206,11 +200,34 @@ def test_named_recipes_and_reduced_mode(monkeypatch):
     monkeypatch.setenv("ALEXNET_REDUCED", "0")
     monkeypatch.setenv("CI", "true")
     assert get_recipe("cpu").train_limit is None  # our variable wins over CI
-    seed = get_recipe("seed")
-    assert (seed.model, seed.optimizer, seed.lr, seed.batch_size, seed.loss, seed.epochs) == (
-        "seed_3conv", "adam", 1e-4, 128, "bce_softmax", 20)
-    with pytest.raises(ValueError, match="unknown recipe 'fast'.*seed, cpu, gpu"):
+    upstream = get_recipe("upstream")
+    assert (upstream.model, upstream.optimizer, upstream.lr, upstream.batch_size, upstream.loss, upstream.epochs) == (
+        "upstream_3conv", "adam", 1e-4, 128, "bce_softmax", 20)
+    with pytest.raises(ValueError, match="unknown recipe 'fast'.*upstream, cpu, gpu"):
         get_recipe("fast")
+
+
+def test_old_names_of_the_upstream_recipe_still_work_with_a_warning():
+    with pytest.warns(DeprecationWarning, match="'seed' is now called 'upstream'"):
+        old = get_recipe("seed", reduced=False)
+    assert old == get_recipe("upstream", reduced=False)
+    with pytest.warns(DeprecationWarning, match="'seed_3conv' is now called 'upstream_3conv'"):
+        assert build_model("seed_3conv").config == build_model("upstream_3conv").config
+    assert upstream_timing_batch("cpu") == 16
+    assert upstream_timing_batch("cuda") == 128
+
+
+def test_get_recipe_returns_a_copy_validated_once(monkeypatch):
+    import helpers.recipes as recipes
+
+    calls = []
+    real = recipes.check_recipe
+    monkeypatch.setattr(recipes, "check_recipe", lambda r: (calls.append(r.name), real(r))[1])
+    recipe = get_recipe("cpu", reduced=True, lr=0.3, epochs=4)
+    assert (recipe.lr, recipe.epochs, recipe.train_limit) == (0.3, 4, REDUCED["train_limit"])
+    assert calls == ["cpu"]  # one validation for the named recipe, reduced sizes and overrides together
+    recipe.lr = 99.0
+    assert get_recipe("cpu", reduced=False).lr == 0.2  # the registry's recipe is never handed out
 
 
 # ---------------------------------------------------------------- command line

@@ -1,0 +1,99 @@
+"""Looking inside a model: a layer-by-layer table of output shapes, parameters and FLOPs, and the presets side by side.
+
+FLOPs are what torch's FlopCounterMode reports: 2 x multiply-adds of convs and matmuls;
+biases, activations, norms and poolings count as 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .checks import unknown_names
+from .models import IN_CHANNELS, PRESETS, build_model, count_parameters, model_mode
+
+
+def summarize(model: nn.Module, input_size: int | None = None) -> list[dict]:
+    """One row per leaf layer, in call order: layer, type, output_shape, params, flops per image (notebook 02)."""
+    # Imported here, not at the top: with a CUDA build of torch it loads Triton (tens of MB resident),
+    # which notebooks that never count FLOPs should not carry.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    size = _config_input_size(model) if input_size is None else input_size
+    leaves = {name: module for name, module in model.named_modules() if not any(module.children())}
+    shapes: dict[str, tuple[int, ...]] = {}
+    hooks = [module.register_forward_hook(_shape_recorder(shapes, name)) for name, module in leaves.items()]
+    reference = next(model.parameters())
+    image = torch.zeros(1, IN_CHANNELS, size, size, device=reference.device, dtype=reference.dtype)
+    try:
+        with model_mode(model, training=False), torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(image)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    flops = counter.get_flop_counts()
+    # FlopCounterMode names modules "<ClassName>.<qualified name>"
+    prefix = type(model).__name__
+    return [
+        {
+            "layer": name,
+            "type": type(leaves[name]).__name__,
+            "output_shape": shape,
+            "params": count_parameters(leaves[name]),
+            "flops": int(sum(flops.get(f"{prefix}.{name}", {}).values())),
+        }
+        for name, shape in shapes.items()
+    ]
+
+
+def _config_input_size(model: nn.Module) -> int:
+    config = getattr(model, "config", None)
+    if config is None:
+        raise ValueError("input_size=None needs a model with a .config; pass input_size explicitly")
+    return config.input_size
+
+
+def _shape_recorder(shapes: dict[str, tuple[int, ...]], name: str):
+    def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        shapes[name] = tuple(output.shape[1:])
+
+    return hook
+
+
+def total_flops(model: nn.Module, input_size: int | None = None) -> int:
+    """FLOPs of one forward pass of one image, as FlopCounterMode counts them (notebook 05)."""
+    return sum(row["flops"] for row in summarize(model, input_size))
+
+
+def summary_frame(model: nn.Module, input_size: int | None = None) -> pd.DataFrame:
+    """`summarize` as a DataFrame, output shapes written CxHxW (notebook 02)."""
+    rows = summarize(model, input_size)
+    frame = pd.DataFrame(rows, columns=["layer", "type", "output_shape", "params", "flops"])
+    frame["output_shape"] = ["x".join(map(str, shape)) for shape in frame["output_shape"]]
+    return frame
+
+
+def preset_table(names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Input size, layer counts, parameters, FC share and FLOPs per image of model presets (notebook 02)."""
+    names = list(PRESETS) if names is None else list(names)
+    unknown_names("preset(s)", names, PRESETS)
+    rows = []
+    for name in names:
+        with torch.device("meta"):  # shapes only: no memory, no random init, same counts
+            model = build_model(name)
+        frame = summary_frame(model)
+        params = count_parameters(model)
+        fc_params = int(frame.loc[frame["type"] == "Linear", "params"].sum())
+        rows.append({
+            "preset": name,
+            "input": f"{model.config.input_size}x{model.config.input_size}",
+            "conv_layers": len(model.config.conv_channels),
+            "fc_layers": model.config.fc_layers,
+            "params": params,
+            "fc_share_of_params": fc_params / params,
+            "flops": int(frame["flops"].sum()),
+        })
+    return pd.DataFrame(rows).set_index("preset")

@@ -1,0 +1,116 @@
+"""Runs and recorded results: a run's settings in one line, comparing two runs, the recorded time-to-accuracy files.
+
+Recorded results are JSON files in `helpers.paths.results_dir()`, written by
+benchmarks/time_to_accuracy.py; notebooks 03 and 06 table and plot them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import matplotlib.pyplot as plt
+import torch
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .recipes import Recipe
+
+TIMING_KEYS = ("train_seconds", "train_seconds_total", "images_per_s")
+
+
+def describe_run(recipe: Recipe, device: torch.device | str | None = None, history: Sequence[dict] | None = None) -> str:
+    """One line of settings for a printed result: device, recipe, epochs, train/test images (notebooks 03, 04)."""
+    train_images = recipe.train_limit if recipe.train_limit is not None else 50_000
+    test_images = recipe.test_limit if recipe.test_limit is not None else 10_000
+    epochs = len(history) if history else recipe.epochs
+    where = f"device={torch.device(device).type}, " if device is not None else ""
+    return (f"{where}recipe={recipe.name} (model {recipe.model}), epochs={epochs}/{recipe.epochs}, "
+            f"train images={train_images}, test images={test_images}")
+
+
+def state_dict_differences(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Tensors that differ between two state_dicts: name -> max |a - b| (inf if shapes differ); {} if equal (notebook 03)."""
+    if set(a) != set(b):
+        raise ValueError(f"the state_dicts hold different tensors: only in first {sorted(set(a) - set(b))}, "
+                         f"only in second {sorted(set(b) - set(a))}")
+    out = {}
+    for name in a:
+        x, y = a[name], b[name]
+        if x.shape != y.shape:
+            out[name] = float("inf")
+        elif not torch.equal(x, y):
+            out[name] = (x.double() - y.double()).abs().max().item()
+    return out
+
+
+def without_timing(history: Sequence[dict]) -> list[dict]:
+    """History rows without the wall-clock fields, for comparing two runs (notebook 03)."""
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
+
+
+def load_result_records(folder: str | os.PathLike) -> dict[str, list[dict]]:
+    """Recorded training runs from folder/*.json: file name -> records with recipe and history; {} if none (notebooks 03, 06)."""
+    folder = Path(folder)
+    found: dict[str, list[dict]] = {}
+    if not folder.is_dir():
+        return found
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # a file being written, or not a record at all: not a run to show
+        records = data if isinstance(data, list) else [data]
+        runs = [r for r in records if isinstance(r, dict) and "recipe" in r and isinstance(r.get("history"), list)]
+        if runs:
+            found[path.name] = runs
+    return found
+
+
+def _recipe_name(record: dict) -> str:
+    # benchmarks record the whole recipe as a dict; notebook 03 plots its live run under a plain name
+    recipe = record["recipe"]
+    return recipe["name"] if isinstance(recipe, dict) else recipe
+
+
+def time_to_accuracy_table(records: Sequence[dict]) -> pd.DataFrame:
+    """One row per recorded run: recipe, seed, device, epochs, final accuracy, seconds, time to targets (notebooks 03, 06)."""
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        history = r.get("history") or []
+        last = history[-1] if history else {}
+        row = {
+            "recipe": _recipe_name(r), "seed": r.get("seed"), "device": r.get("device"), "epochs": len(history),
+            "final test_acc %": last.get("test_acc"), "final flip-TTA %": last.get("test_acc_tta"),
+            "train seconds": last.get("train_seconds_total"),
+        }
+        for target, seconds in (r.get("time_to") or {}).items():
+            row[f"s to {target}%"] = seconds
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_time_to_accuracy(records: Sequence[dict], targets: Sequence[float] = (81.37,),
+                          ax: plt.Axes | None = None) -> plt.Figure:
+    """Test accuracy against cumulative training seconds, one line per run, with target lines (notebooks 03, 06)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    for r in records:
+        history = r.get("history") or []
+        recipe = _recipe_name(r)
+        label = f"{recipe}, seed {r['seed']}" if r.get("seed") is not None else str(recipe)
+        ax.plot([h["train_seconds_total"] for h in history], [h["test_acc"] for h in history], "o-", ms=3, label=label)
+    for t in targets:
+        ax.axhline(t, color="gray", ls="--", lw=1)
+        ax.annotate(f"{t}%", (0.01, t), xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color="gray")
+    ax.set_xlim(left=0)
+    ax.set(xlabel="training seconds (evaluation excluded)", ylabel="test accuracy (%)", title="time to accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax.figure

@@ -1,0 +1,373 @@
+"""Running the ablation sweep and storing its records: a resumable runner, a JSON store, shards and parallel jobs.
+
+`run_sweep` trains every variant x seed of `helpers.ablation` with `helpers.train.train`,
+appends one record per run to a JSON file (atomically, after every run) and skips runs
+already recorded, so an interrupted sweep continues where it stopped. A shard runs every
+n-th run into its own file; `load_records` reads a file and its shards back together.
+`main` is the command line, `python -m helpers.ablation` (README, notebook 05).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from .ablation import GROUPS, VARIANTS, Variant, recipe_key, select_variants, variant_recipe
+from .checks import TrainingError
+from .files import atomic_write_json
+from .mode import REDUCED, is_full, mode_banner
+from .paths import results_dir, runs_dir
+from .recipes import Recipe
+
+if TYPE_CHECKING:
+    from .data import Cifar10
+
+# ---------------------------------------------------------------- results files
+
+
+def default_output(full: bool | None = None, shard: tuple[int, int] | None = None) -> Path:
+    """Where a sweep writes: results/ablations.json in full mode, runs/ablations-reduced.json otherwise (notebook 05).
+
+    Reduced (smoke-test) records never go into the committed results folder. A shard
+    writes its own file (ablations-shard1of4.json) so shards on several machines never
+    write the same file; `load_records` reads them all back together.
+    """
+    folder, stem = (results_dir(), "ablations") if is_full(full) else (runs_dir(), "ablations-reduced")
+    return shard_output(folder / f"{stem}.json", shard)
+
+
+def shard_output(path: str | os.PathLike, shard: tuple[int, int] | None) -> Path:
+    """The file a shard writes beside `path`: ablations.json -> ablations-shard2of4.json (README, "--shard")."""
+    path = Path(path)
+    return path if shard is None else path.with_name(f"{path.stem}-shard{shard[0] + 1}of{shard[1]}{path.suffix}")
+
+
+def merge_shards(path: str | os.PathLike) -> list[dict]:
+    """Write the records of `path` and its shard files into `path` itself, and return them (README, "--merge").
+
+    Shard files stay where they are (a shard that is still running keeps appending to its
+    own file); merging again later picks up what they added.
+    """
+    records = load_records(path)
+    write_records(path, records)
+    return records
+
+
+def split_shard(shard: tuple[int, int] | None, job: int, jobs: int) -> tuple[int, int]:
+    """Shard `job` of `jobs` inside shard (i, n): runs[i::n][job::jobs] is runs[i + job*n :: n*jobs] (README, "--jobs")."""
+    i, n = shard if shard is not None else (0, 1)
+    return i + job * n, n * jobs
+
+
+def read_records(path: str | os.PathLike) -> list[dict]:
+    """Records of one results file; [] if it does not exist, ValueError if it is not a sweep file (run_sweep)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path.name} is not valid JSON ({err}); fix or delete it before resuming the sweep") from err
+    if not isinstance(data, list) or not all(isinstance(r, dict) and "variant" in r and "seed" in r for r in data):
+        raise ValueError(f"{path.name} does not hold a list of sweep records (dicts with 'variant' and 'seed')")
+    return data
+
+
+def load_records(path: str | os.PathLike | None = None, full: bool | None = None) -> list[dict]:
+    """Records of a sweep file and its shard files (name-shardIofN.json) beside it, without duplicates (notebook 05)."""
+    path = Path(path) if path is not None else default_output(full)
+    shards = sorted(path.parent.glob(f"{path.stem}-shard*of*.json")) if path.parent.is_dir() else []
+    seen, records = set(), []
+    for p in (path, *shards):
+        for r in read_records(p):
+            key = run_key(r)
+            if key not in seen:
+                seen.add(key)
+                records.append(r)
+    return records
+
+
+def write_records(path: str | os.PathLike, records: list[dict]) -> None:
+    """Write records as JSON atomically: a temp file renamed over the old one (run_sweep, merge_shards)."""
+    atomic_write_json(path, records)
+
+
+def run_key(record: dict) -> tuple:
+    """What identifies a run in a results file: variant, seed and the recipe hash (run_sweep, load_records)."""
+    return record["variant"], record["seed"], record.get("config")
+
+
+# ---------------------------------------------------------------- the sweep
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'2/4' -> (1, 4): the second of four shards, counted from 1 on the command line (README, "--shard")."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not match:
+        raise ValueError(f"shard {text!r} is not of the form i/n, e.g. 1/4")
+    i, n = int(match.group(1)), int(match.group(2))
+    if not 1 <= i <= n:
+        raise ValueError(f"shard {text!r}: i must lie in 1..n")
+    return i - 1, n
+
+
+def plan_runs(variants: Sequence[Variant], seeds: Sequence[int], shard: tuple[int, int] | None = None
+              ) -> list[tuple[Variant, int]]:
+    """Every (variant, seed) pair, seed-major so each seed's runs finish together; a shard takes every n-th (run_sweep)."""
+    if not variants:
+        raise ValueError("no variants to run")
+    if not seeds:
+        raise ValueError("give at least one seed")
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise ValueError(f"variant names must be unique, got {names}")
+    runs = [(v, int(s)) for s in seeds for v in variants]
+    if shard is not None:
+        i, n = shard
+        if not (isinstance(i, int) and isinstance(n, int) and n >= 1 and 0 <= i < n):
+            raise ValueError(f"shard={shard!r} must be (i, n) with 0 <= i < n")
+        runs = runs[i::n]
+    return runs
+
+
+def run_sweep(
+    variants: Sequence[Variant] | None = None,
+    seeds: Sequence[int] = (0, 1, 2),
+    out: str | os.PathLike | None = None,
+    full: bool | None = None,
+    resume: bool = True,
+    shard: tuple[int, int] | None = None,
+    *,
+    data: Cifar10 | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    train_fn: Callable | None = None,
+) -> list[dict]:
+    """Train each variant x seed, appending a record per run to `out`; recorded runs are skipped if `resume` (notebook 05).
+
+    `full=None` follows reduced mode; reduced runs use helpers.mode.REDUCED. `out=None`
+    picks `default_output(full, shard)`. `resume=False` reruns this sweep's runs and
+    replaces their old records. A run whose loss turns non-finite is recorded with status
+    "diverged" instead of stopping the sweep. Returns the records of this sweep's runs
+    (also those skipped).
+    """
+    from tqdm.auto import tqdm
+
+    from .data import load_cifar10
+    from .device import pick_device
+
+    full = is_full(full)
+    runs = plan_runs(list(VARIANTS) if variants is None else list(variants), seeds, shard)
+    out = Path(out) if out is not None else default_output(full, shard)
+    device = pick_device() if device is None else torch.device(device)
+    records = read_records(out)
+    if not resume:
+        planned = {(v.name, s, recipe_key(variant_recipe(v, full))) for v, s in runs}
+        records = [r for r in records if run_key(r) not in planned]
+        write_records(out, records)
+    done = {run_key(r): r for r in records}
+    result: list[dict] = []
+    bar = tqdm(runs, desc="ablation runs", unit="run", disable=not progress)
+    for variant, seed in bar:
+        recipe = variant_recipe(variant, full)
+        key = (variant.name, seed, recipe_key(recipe))
+        if key not in done:
+            bar.set_postfix_str(f"{variant.name} seed {seed}")
+            data = load_cifar10() if data is None else data
+            done[key] = _train_run(variant, seed, recipe, full, data=data, device=device, train_fn=train_fn)
+            records.append(done[key])
+            write_records(out, records)
+        result.append(done[key])
+    return result
+
+
+def _run_record(variant: Variant, seed: int, recipe: Recipe, full: bool, data: Cifar10) -> dict:
+    """What a run's record says before it trains: the variant, seed, recipe hash, data sizes and model cost."""
+    from .architecture import total_flops
+    from .models import build_model, count_parameters
+
+    model = build_model(recipe.model, **recipe.model_overrides)
+    return {
+        "variant": variant.name, "group": variant.group, "label": variant.label, "reference": variant.reference,
+        "seed": seed, "config": recipe_key(recipe), "reduced": not full, "status": "ok",
+        "epochs": recipe.epochs,
+        "train_images": min(recipe.train_limit or len(data.train_images), len(data.train_images)),
+        "test_images": min(recipe.test_limit or len(data.test_images), len(data.test_images)),
+        "params": count_parameters(model), "flops_per_image": total_flops(model),
+    }
+
+
+def _train_run(variant: Variant, seed: int, recipe: Recipe, full: bool, *, data: Cifar10, device: torch.device,
+               train_fn: Callable | None) -> dict:
+    """Train one run and return its complete record; a TrainingError is recorded as status "diverged"."""
+    from .device import describe_device
+    from .train import train
+
+    record = _run_record(variant, seed, recipe, full, data)
+    try:
+        _, history = (train if train_fn is None else train_fn)(recipe, data=data, seed=seed, device=device,
+                                                                progress=False)
+        last = history[-1]
+        record.update(test_acc=last["test_acc"], test_acc_tta=last.get("test_acc_tta"),
+                      train_seconds=last["train_seconds_total"], epochs_done=len(history),
+                      images=round(sum(row["images_per_s"] * row["train_seconds"] for row in history)))
+    except TrainingError as err:
+        record.update(status="diverged", error=str(err), test_acc=None, test_acc_tta=None, train_seconds=None,
+                      epochs_done=None, images=None)
+    record.update(device=describe_device(device), torch=torch.__version__,
+                  date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  recipe=recipe.to_dict())
+    return record
+
+
+# ---------------------------------------------------------------- command line
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m helpers.ablation",
+        description="Run the ablation sweep: each variant changes one thing from the baseline (the 'cpu' recipe at "
+                    "32x32) and is trained once per seed. Records are appended to a JSON file after every run; runs "
+                    "already in the file are skipped, so an interrupted sweep continues where it stopped. "
+                    "Full results: python -m helpers.ablation --full --seeds 0 1 2 (hours on a CPU; use a GPU).",
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--full", dest="full", action="store_true", default=None,
+                      help="full-size runs: the baseline recipe's epochs on all 50,000/10,000 images")
+    mode.add_argument("--reduced", dest="full", action="store_false",
+                      help=f"smoke-test runs: {REDUCED['epochs']} epochs, {REDUCED['train_limit']} train / "
+                           f"{REDUCED['test_limit']} test images (default: follows ALEXNET_REDUCED/CI)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds to run (default: 0 1 2)")
+    p.add_argument("--groups", nargs="+", choices=list(GROUPS), metavar="GROUP",
+                   help=f"groups to run (default: all): {', '.join(GROUPS)}")
+    p.add_argument("--out", help="results file (default: results/ablations.json in full mode, "
+                                 "runs/ablations-reduced.json in reduced mode; shards get their own file)")
+    p.add_argument("--shard", help="run only shard i of n (e.g. 1/4): every n-th run, for several machines")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="run this many sweep processes in parallel on this machine, one GPU each (round robin) or a "
+                        "share of the CPU cores each, then merge their files (default 1)")
+    p.add_argument("--merge", action="store_true",
+                   help="only merge the shard files beside the results file into it, print the summary and exit")
+    p.add_argument("--no-resume", action="store_true", help="rerun runs already in the file and replace their records")
+    p.add_argument("--device", help="cuda, mps or cpu (default: the fastest available)")
+    p.add_argument("--data-root", help="folder holding cifar-10-batches-py/ (default: $CIFAR10_ROOT or ./data)")
+    p.add_argument("--list", action="store_true", help="print the groups and variants and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: `python -m helpers.ablation --help` (README)."""
+    from .data import CIFAR10Error, load_cifar10
+    from .device import describe_device, pick_device
+
+    args = _parser().parse_args(argv)
+    if args.list:
+        _print_groups()
+        return 0
+    try:
+        shard = parse_shard(args.shard) if args.shard else None
+        variants = select_variants(args.groups)
+        full = is_full(args.full)
+        if args.jobs < 1:
+            raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+        if args.merge:
+            return _print_merge(Path(args.out) if args.out else default_output(full), args.groups)
+        if args.jobs > 1:
+            return _run_jobs(args, full, shard)
+        device = pick_device(args.device)
+        out = shard_output(args.out, shard) if args.out else default_output(full, shard)
+        data = load_cifar10(args.data_root)
+    except (ValueError, CIFAR10Error, OSError) as err:
+        print(f"error: {err}")
+        return 2
+    print(describe_device(device))
+    print(mode_banner() if args.full is None else ("full-size runs" if full else "reduced (smoke-test) runs"))
+    runs = plan_runs(variants, args.seeds, shard)
+    print(f"{len(runs)} runs ({len(variants)} variants x {len(args.seeds)} seeds"
+          f"{f', shard {args.shard}' if shard else ''}) -> {out}")
+    try:
+        records = run_sweep(variants, args.seeds, out, full=full, resume=not args.no_resume, shard=shard, data=data,
+                            device=device, progress=not args.no_progress)
+    except ValueError as err:
+        print(f"error: {err}")
+        return 2
+    _print_summary(records, args.groups)
+    return 0
+
+
+def _print_groups() -> None:
+    for g in GROUPS.values():
+        members = ", ".join(f"{v.name} ({v.label})" for v in VARIANTS if v.group == g.name)
+        print(f"{g.name:<11} {g.title}: reference {g.reference} ({g.reference_label}) vs {members}")
+
+
+def _print_summary(records: Sequence[dict], groups: Iterable[str] | None) -> None:
+    import pandas as pd
+
+    from .sweep_report import summarize_sweep
+
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        table = summarize_sweep(records, groups)
+        print(table[["group", "label", "runs", "diverged", "test acc % (mean ± std)", "train_seconds_mean"]]
+              .to_string(index=False))
+
+
+def _print_merge(out: Path, groups: Iterable[str] | None) -> int:
+    records = merge_shards(out)
+    print(f"merged {len(records)} records into {out}")
+    if records:
+        _print_summary(records, groups)
+    return 0
+
+
+def _job_argv(args: argparse.Namespace, base: Path, full: bool) -> list[str]:
+    """The command-line options every job of `--jobs` shares: all of this command's but --jobs and --shard."""
+    argv = ["--seeds", *map(str, args.seeds), "--out", str(base), "--full" if full else "--reduced", "--no-progress"]
+    for flag, value in (("--groups", args.groups), ("--data-root", args.data_root), ("--device", args.device)):
+        if value:
+            argv += [flag, *([value] if isinstance(value, str) else value)]
+    if args.no_resume:
+        argv.append("--no-resume")
+    return argv
+
+
+def _run_jobs(args: argparse.Namespace, full: bool, shard: tuple[int, int] | None) -> int:
+    """Start `--jobs` copies of this command, each on its own shard (and GPU, if any), wait, then merge."""
+    from .distributed import cores_per_process
+
+    gpus = torch.cuda.device_count() if args.device in (None, "cuda") else 0
+    base = Path(args.out) if args.out else default_output(full)
+    argv = _job_argv(args, base, full)
+    procs = []
+    for job in range(args.jobs):
+        i, n = split_shard(shard, job, args.jobs)
+        env = dict(os.environ)
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(job % gpus)
+        else:  # share the cores instead of every process using all of them
+            env["OMP_NUM_THREADS"] = str(cores_per_process(args.jobs))
+        log = shard_output(base, (i, n)).with_suffix(".log")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        print(f"job {job + 1}/{args.jobs}: shard {i + 1}/{n}"
+              f"{f' on GPU {job % gpus}' if gpus else ''} -> {shard_output(base, (i, n)).name} (log {log.name})")
+        with open(log, "w") as f:
+            procs.append(subprocess.Popen([sys.executable, "-m", "helpers.ablation", *argv, "--shard", f"{i + 1}/{n}"],
+                                          stdout=f, stderr=subprocess.STDOUT, env=env))
+    failed = [job + 1 for job, p in enumerate(procs) if p.wait() != 0]
+    code = _print_merge(base, args.groups)
+    if failed:
+        print(f"error: job(s) {failed} failed; see their .log files beside {base}. Rerun the same command: "
+              f"finished runs are kept and skipped")
+        return 1
+    return code

@@ -1,0 +1,236 @@
+"""Running and reading the ablation sweep: helpers/sweep.py (runner, records, shards, jobs, command line) and
+helpers/sweep_report.py (summary, verdict, chart)."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import make_cifar_folder
+
+from helpers import sweep
+from helpers.ablation import BASELINE, GROUPS, select_variants, variant_by_name
+from helpers.checks import TrainingError
+from helpers.data import load_cifar10
+from helpers.paths import results_dir, runs_dir
+from helpers.sweep import (
+    default_output,
+    load_records,
+    main,
+    merge_shards,
+    parse_shard,
+    plan_runs,
+    read_records,
+    run_sweep,
+    shard_output,
+    split_shard,
+)
+from helpers.sweep_report import plot_sweep, summarize_sweep
+from helpers.train import History
+
+
+def test_shards_partition_the_runs():
+    variants = select_variants(["loss"])
+    everything = plan_runs(variants, [0, 1, 2])
+    assert len(everything) == 9
+    shards = [plan_runs(variants, [0, 1, 2], (i, 4)) for i in range(4)]
+    flat = [(v.name, s) for part in shards for v, s in part]
+    assert sorted(flat) == sorted((v.name, s) for v, s in everything)
+    assert parse_shard("2/4") == (1, 4)
+    for bad in ("0/4", "5/4", "two"):
+        with pytest.raises(ValueError, match="shard"):
+            parse_shard(bad)
+    with pytest.raises(ValueError, match="at least one seed"):
+        plan_runs(variants, [])
+
+
+def test_default_output_keeps_reduced_runs_out_of_the_results_folder():
+    assert default_output(full=True) == results_dir() / "ablations.json"
+    assert default_output(full=False, shard=(1, 4)) == runs_dir() / "ablations-reduced-shard2of4.json"
+
+
+@pytest.fixture
+def sweep_cifar_root(tmp_path):
+    """A tiny CIFAR-10 root with one reduced-mode batch (256) of training images: 5 x 52 = 260."""
+    return make_cifar_folder(tmp_path / "cifar", per_batch=52)
+
+
+def fake_data(n: int = 64):
+    images = torch.zeros(n, 3, 32, 32, dtype=torch.uint8)
+    labels = torch.zeros(n, dtype=torch.long)
+    return SimpleNamespace(train_images=images, train_labels=labels, test_images=images, test_labels=labels)
+
+
+class FakeTrain:
+    """Stands in for helpers.train.train: accuracy = 50 + seed, one loss diverges."""
+
+    def __init__(self, diverge: str | None = None):
+        self.calls = []
+        self.diverge = diverge
+
+    def __call__(self, recipe, *, data, seed, device, progress):
+        self.calls.append((recipe.name, seed))
+        if self.diverge and recipe.loss == self.diverge:
+            raise TrainingError("the loss became non-finite (nan) at epoch 1, step 3")
+        row = {"test_acc": 50.0 + seed, "test_acc_tta": 51.0 + seed, "train_seconds": 2.0, "train_seconds_total": 2.0,
+               "images_per_s": 512.0}
+        return None, History([row])
+
+
+def test_sweep_records_resumes_and_survives_divergence(tmp_path):
+    out = tmp_path / "sweep.json"
+    variants = select_variants(["loss"])
+    fake = FakeTrain(diverge="softmax_ce")
+    records = run_sweep(variants, seeds=(0, 1), out=out, full=False, data=fake_data(), device="cpu",
+                        progress=False, train_fn=fake)
+    assert len(fake.calls) == 6 and len(records) == 6
+    saved = read_records(out)
+    assert [(r["variant"], r["seed"]) for r in saved] == [(v.name, s) for s in (0, 1) for v in variants]
+    first = saved[0]
+    for key in ("variant", "group", "seed", "test_acc", "test_acc_tta", "train_seconds", "epochs", "images", "device",
+                "torch", "date", "reduced", "config", "recipe"):
+        assert key in first, key
+    assert first["reduced"] is True and first["images"] == 1024 and first["device"].startswith("device=cpu")
+    diverged = [r for r in saved if r["status"] == "diverged"]
+    assert {r["variant"] for r in diverged} == {"softmax_ce"} and "non-finite" in diverged[0]["error"]
+    assert not list(tmp_path.glob("*.tmp"))
+    # Resuming skips every recorded run; resume=False reruns them and does not duplicate records.
+    again = FakeTrain()
+    assert len(run_sweep(variants, (0, 1), out, full=False, data=fake_data(), progress=False, train_fn=again)) == 6
+    assert again.calls == []
+    run_sweep(variants, (0, 1), out, full=False, data=fake_data(), progress=False, train_fn=again, resume=False)
+    assert len(again.calls) == 6 and len(read_records(out)) == 6
+    # A full-size run of the same variant is a different experiment: not skipped.
+    full = FakeTrain()
+    run_sweep([BASELINE], (0,), out, full=True, data=fake_data(), progress=False, train_fn=full)
+    assert len(full.calls) == 1
+
+
+def test_shard_files_are_read_back_together(tmp_path):
+    out = tmp_path / "ablations.json"
+    variants = select_variants(["augment"])
+    for i in range(2):
+        run_sweep(variants, (0, 1), tmp_path / f"ablations-shard{i + 1}of2.json", full=False, shard=(i, 2),
+                  data=fake_data(), progress=False, train_fn=FakeTrain())
+    records = load_records(out)
+    assert sorted((r["variant"], r["seed"]) for r in records) == sorted(
+        (v.name, s) for v in variants for s in (0, 1))
+
+
+def test_nested_shards_partition_the_runs():
+    runs = list(range(23))
+
+    def take(shard):
+        i, n = shard
+        return runs[i::n]
+
+    # Two machines (shards 1/2 and 2/2), each running 3 jobs: each machine's jobs do exactly its shard.
+    for machine in range(2):
+        mine = [r for job in range(3) for r in take(split_shard((machine, 2), job, 3))]
+        assert sorted(mine) == runs[machine::2]
+    assert split_shard(None, 1, 4) == (1, 4)
+
+
+def test_merge_writes_the_shards_into_one_file(tmp_path):
+    out = tmp_path / "ablations.json"
+    variants = select_variants(["augment"])
+    for i in range(2):
+        run_sweep(variants, (0,), shard_output(out, (i, 2)), full=False, shard=(i, 2), data=fake_data(),
+                  progress=False, train_fn=FakeTrain())
+    assert not out.exists()
+    merged = merge_shards(out)
+    assert sorted(r["variant"] for r in read_records(out)) == sorted(r["variant"] for r in merged) == \
+        sorted(v.name for v in variants)
+    assert len(merge_shards(out)) == len(merged)  # merging twice adds nothing
+
+
+def test_jobs_run_shards_in_parallel_processes_and_merge(sweep_cifar_root, tmp_path, capsys):
+    out = tmp_path / "sweep.json"
+    code = main(["--reduced", "--jobs", "2", "--groups", "augment", "--seeds", "0", "--out", str(out),
+                 "--data-root", str(sweep_cifar_root), "--device", "cpu"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "job 1/2: shard 1/2" in text and "job 2/2: shard 2/2" in text
+    assert (tmp_path / "sweep-shard1of2.json").is_file() and (tmp_path / "sweep-shard2of2.json").is_file()
+    records = read_records(out)
+    assert sorted(r["variant"] for r in records) == ["baseline", "no_augment"]
+    assert all(r["status"] == "ok" and r["reduced"] for r in records)
+    assert main(["--jobs", "0", "--out", str(out)]) == 2 and "--jobs" in capsys.readouterr().out
+
+
+def test_summary_of_a_partial_shard():
+    assert summarize_sweep([record("baseline", 0, 50.0)], ["augment"]).empty  # reference only: nothing to compare
+    table = summarize_sweep([record("no_augment", 0, 40.0)], ["augment"])
+    assert table["verdict"].tolist() == ["no reference run yet"]
+
+
+def test_broken_results_file_is_reported(tmp_path):
+    bad = tmp_path / "a.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        read_records(bad)
+    bad.write_text(json.dumps({"history": []}))
+    with pytest.raises(ValueError, match="list of sweep records"):
+        read_records(bad)
+
+
+def record(variant: str, seed: int, acc: float | None, reduced: bool = True, status: str = "ok") -> dict:
+    v = variant_by_name(variant)
+    return {"variant": v.name, "group": v.group, "label": v.label, "seed": seed, "config": "x", "reduced": reduced,
+            "status": status, "test_acc": acc, "test_acc_tta": acc, "train_seconds": 1.0, "flops_per_image": 1,
+            "params": 1}
+
+
+def test_summary_is_mean_and_std_per_variant_with_the_reference_in_each_group():
+    records = [record("baseline", 0, 80.0), record("baseline", 1, 82.0), record("adam", 0, 70.0), record("adam", 1, 74.0),
+               record("bce_softmax", 0, 78.0), record("bce_softmax", 1, 78.0),
+               record("adam_bce_softmax", 0, 71.0), record("adam_bce_softmax", 1, None, status="diverged")]
+    table = summarize_sweep(records, ["loss", "loss_adam", "optimizer"])
+    base = table[(table.group == "loss") & (table.variant == "baseline")].iloc[0]
+    assert base.test_acc_mean == pytest.approx(81.0) and base.test_acc_std == pytest.approx(math.sqrt(2))
+    assert base.label == GROUPS["loss"].reference_label and base["test acc % (mean ± std)"] == "81.00 ± 1.41"
+    adam_ref = table[(table.group == "loss_adam") & (table.variant == "adam")].iloc[0]
+    assert adam_ref.test_acc_mean == pytest.approx(72.0)
+    diverged = table[table.variant == "adam_bce_softmax"].iloc[0]
+    assert diverged.diverged == 1 and diverged.runs == 2 and diverged.test_acc_mean == pytest.approx(71.0)
+    assert list(table.group.unique()) == ["loss", "loss_adam", "optimizer"]
+    # bce_softmax's -3 (78 ± 0 against 81 ± 1.41) exceeds twice the combined spread, 2.83; one seed has no spread.
+    verdicts = dict(zip(table.variant + "/" + table.group, table.verdict))
+    assert verdicts["bce_softmax/loss"] == "worse" and verdicts["baseline/loss"] == "reference"
+    assert verdicts["adam/optimizer"] == "worse" and verdicts["adam_bce_softmax/loss_adam"] == \
+        "one seed: no spread to compare with"
+    fig = plot_sweep(records, ["loss", "loss_adam", "optimizer"])
+    assert len([ax for ax in fig.axes if ax.has_data()]) == 3
+    with pytest.raises(ValueError, match="mix reduced"):
+        summarize_sweep(records + [record("baseline", 2, 90.0, reduced=False)])
+    with pytest.raises(ValueError, match="unknown group 'colour'"):
+        summarize_sweep(records, ["colour"])
+
+
+def test_real_training_on_a_tiny_dataset(sweep_cifar_root, tmp_path):
+    data = load_cifar10(sweep_cifar_root, download=False)
+    variants = [BASELINE, variant_by_name("bce_softmax")]
+    records = run_sweep(variants, (0,), tmp_path / "r.json", full=False, data=data, device="cpu", progress=False)
+    assert [r["status"] for r in records] == ["ok", "ok"]
+    assert all(0 <= r["test_acc"] <= 100 and r["train_images"] == len(data.train_images) for r in records)
+
+
+def test_cli(tmp_path, capsys, monkeypatch):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--full", "--reduced", "--seeds", "--groups", "--out", "--shard", "--no-resume"):
+        assert option in text
+    assert main(["--list"]) == 0
+    assert "input_227" in capsys.readouterr().out
+    assert main(["--shard", "9/2", "--out", str(tmp_path / "x.json")]) == 2
+    assert "shard" in capsys.readouterr().out
+    monkeypatch.setattr(sweep, "run_sweep", lambda *a, **k: [record("baseline", 0, 50.0), record("bce_softmax", 0, 40.0)])
+    monkeypatch.setattr("helpers.data.load_cifar10", lambda *a, **k: fake_data())
+    assert main(["--reduced", "--groups", "loss", "--seeds", "0", "--out", str(tmp_path / "y.json")]) == 0
+    out = capsys.readouterr().out
+    assert "3 runs (3 variants x 1 seeds)" in out and "BCE on softmax" in out
