@@ -176,7 +176,8 @@ def _main(args: argparse.Namespace, distributed: bool) -> int:
         return 0
     if main_process:
         atomic_write_json(run_dir / "metrics.json", {**history.last, **run, "recipe": recipe.name})
-    say(f"done: test accuracy {history.last['test_acc']:.2f}% in {history.last['train_seconds_total']:.1f} s "
+    tta = f" (flip-TTA {history.last['test_acc_tta']:.2f}%)" if "test_acc_tta" in history.last else ""
+    say(f"done: test accuracy {history.last['test_acc']:.2f}%{tta} after {history.last['train_seconds_total']:.1f} s "
         f"of training; run folder {run_dir}")
     return 0
 
@@ -203,17 +204,19 @@ def write_history(run_dir: str | Path, history: Sequence[dict]) -> None:
     atomic_write_json(run_dir / "history.json", list(history))
     if history:
         text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=list(history[0]), lineterminator="\n")
+        columns = list(dict.fromkeys(key for row in history for key in row))  # the last row adds the test scores
+        writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(history)
         atomic_write_text(run_dir / "history.csv", text.getvalue())
 
 
 def epoch_line(row: dict) -> str:
-    """One printed line per epoch: losses, accuracies, seconds and images/s (README)."""
-    tta = f" (flip-TTA {row['test_acc_tta']:.2f}%)" if "test_acc_tta" in row else ""
+    """One printed line per epoch: losses, accuracies (validation, or test where it is monitored), seconds (README)."""
+    split = "val" if "val_acc" in row else "test"
+    tta = f" (flip-TTA {row[f'{split}_acc_tta']:.2f}%)" if f"{split}_acc_tta" in row else ""
     return (f"epoch {row['epoch']:>3}: train loss {row['train_loss']:.3f} acc {row['train_acc']:.2f}% | "
-            f"test loss {row['test_loss']:.3f} acc {row['test_acc']:.2f}%{tta} | "
+            f"{split} loss {row[f'{split}_loss']:.3f} acc {row[f'{split}_acc']:.2f}%{tta} | "
             f"{row['train_seconds']:.1f} s, {row['images_per_s']:.0f} img/s")
 
 

@@ -36,6 +36,12 @@ ARCHIVE = "cifar-10-python.tar.gz"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
 
 
+# The validation split: a fixed share of every class of the 50,000 training images, drawn with this random seed
+# by NumPy's legacy generator, whose stream is frozen: the same 5,000 images on every machine and NumPy version.
+VALIDATION = 0.1
+SPLIT_SEED = 0
+
+
 class CIFAR10Error(RuntimeError):
     """CIFAR-10 data is missing, unreadable or malformed; the message says how to fix it."""
 
@@ -215,3 +221,30 @@ def _write_cache(path: Path, stamp: list, tensors: dict) -> None:
         atomic_torch_save(path, {"stamp": [list(s) for s in stamp], **tensors})
     except OSError:
         pass  # a read-only data folder just means no cache
+
+
+def validation_indices(labels: torch.Tensor, share: float = VALIDATION, seed: int = SPLIT_SEED) -> torch.Tensor:
+    """Sorted indices of a fixed, class-stratified validation split: `share` of every class's images (notebook 03)."""
+    if not 0 <= share < 1:
+        raise ValueError(f"the validation share must lie in [0, 1), got {share!r}")
+    labels = np.asarray(labels)
+    rng = np.random.RandomState(seed)
+    picked = []
+    for c in range(int(labels.max()) + 1 if labels.size else 0):
+        members = np.flatnonzero(labels == c)
+        picked.append(rng.permutation(members)[: round(len(members) * share)])
+    return torch.from_numpy(np.sort(np.concatenate(picked))) if picked else torch.zeros(0, dtype=torch.long)
+
+
+def split_validation(data: Cifar10, share: float = VALIDATION) -> tuple[torch.Tensor, ...]:
+    """(train images, train labels, validation images, validation labels): the training set cut in two, disjoint (notebook 03).
+
+    With the defaults CIFAR-10's 50,000 training images become 45,000 to train on and 5,000
+    (500 of each class) to make choices on; the test set stays untouched for reporting.
+    """
+    val = validation_indices(data.train_labels, share)
+    keep = torch.ones(len(data.train_labels), dtype=torch.bool)
+    keep[val] = False
+    if share and not keep.any():
+        raise CIFAR10Error("the validation split would leave no training images; use a smaller share")
+    return data.train_images[keep], data.train_labels[keep], data.train_images[val], data.train_labels[val]

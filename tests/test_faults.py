@@ -57,10 +57,11 @@ import helpers.loader as loader
 from helpers.cli import main
 
 marker, gate_epoch, gate_step = os.environ["GATE_MARKER"], int(os.environ["GATE_EPOCH"]), int(os.environ["GATE_STEP"])
-original_loaders = loader.loaders
+original_loaders = loader.recipe_loaders
 
 def gated_loaders(*args, **kwargs):
-    train, test = original_loaders(*args, **kwargs)
+    loaders = original_loaders(*args, **kwargs)
+    train = loaders.train
     base = type(train)
 
     class Gated(base):
@@ -75,9 +76,9 @@ def gated_loaders(*args, **kwargs):
                 yield batch
 
     train.__class__ = Gated
-    return train, test
+    return loaders
 
-loader.loaders = gated_loaders
+loader.recipe_loaders = gated_loaders
 sys.exit(main(sys.argv[1:]))
 """
 
