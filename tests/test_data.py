@@ -171,3 +171,30 @@ def test_the_course_split_of_cifar10_is_45000_and_5000():
     assert len(val) == 5000 and torch.bincount(data.train_labels[val], minlength=10).tolist() == [500] * 10
     if D.dataset_label(real_cifar_root()) == "CIFAR-10 (JPEG mirror)":  # the official data orders its labels otherwise
         assert _digest(val) == "74517e9cc5a18c84"
+
+
+def test_a_cache_with_the_right_stamp_but_foreign_content_is_rebuilt(cifar_root):
+    first = load_cifar10(cifar_root, download=False)
+    cache = cifar_root / D.CACHE_FILE
+    saved = torch.load(cache, weights_only=True)
+    for damage in ({"train_labels": saved["train_labels"] + 20},               # labels out of range
+                   {"test_images": saved["test_images"].float()},             # wrong dtype
+                   {"train_images": saved["train_images"][:, :, :16]},         # wrong shape
+                   {"version": D.CACHE_VERSION - 1}):                          # an older layout
+        torch.save({**saved, **damage}, cache)
+        again = load_cifar10(cifar_root, download=False)
+        assert torch.equal(again.train_labels, first.train_labels) and torch.equal(again.test_images, first.test_images)
+        assert torch.load(cache, weights_only=True)["version"] == D.CACHE_VERSION  # rewritten from the batches
+
+
+def test_an_unwritable_data_folder_means_no_cache_one_warning_and_no_temp_file(cifar_root, monkeypatch):
+    import helpers.files as files
+
+    def refuse(path, write):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(files, "atomic_write", refuse)
+    with pytest.warns(UserWarning, match="could not write the CIFAR-10 cache"):
+        data = load_cifar10(cifar_root, download=False)
+    assert len(data.train_images) == 5 * PER_BATCH
+    assert not (cifar_root / D.CACHE_FILE).exists() and not list(cifar_root.glob("*.tmp"))
