@@ -72,19 +72,18 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, c
     holds the official batches or the JPEG mirror made by prepare_cifar10.py. A
     cached tensor file beside it makes the second load fast.
     """
-    root = Path(root).expanduser() if root is not None else default_root()
+    root = _check_root(Path(root).expanduser() if root is not None else default_root())
     folder = root / FOLDER
     files = [folder / name for name in (*TRAIN_FILES, *TEST_FILES, META_FILE)]
-    missing = [p.name for p in files if not p.is_file()]
-    if missing:
-        if folder.is_dir() and len(missing) < len(files):
-            raise CIFAR10Error(
-                f"{folder} is incomplete: missing {', '.join(missing)}. "
-                f"Delete the folder and load again to download a fresh copy, or point CIFAR10_ROOT at a complete one."
-            )
+    if _missing(files):
         if not download:
             raise CIFAR10Error(_missing_message(folder, "download=False was given"))
-        download_cifar10(root)
+        from .files import exclusive_lock
+
+        root.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(root / ".download.lock", f"the data folder {root}", wait=True):
+            if _missing(files):  # another process may have fetched it while this one waited
+                download_cifar10(root)
 
     cache_path = root / CACHE_FILE
     stamp = _stamp(files)
@@ -103,6 +102,27 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, c
     if cache:
         _write_cache(cache_path, stamp, tensors)
     return Cifar10(**tensors, classes=classes, root=root)
+
+
+def _check_root(root: Path) -> Path:
+    """A data root that can hold cifar-10-batches-py/, or a CIFAR10Error saying what to point at instead."""
+    if root.name == FOLDER:
+        raise CIFAR10Error(f"{root} is the {FOLDER}/ folder itself; give the folder that holds it: {root.parent}")
+    if root.exists() and not root.is_dir():
+        raise CIFAR10Error(f"{root} is a file, not a folder; point CIFAR10_ROOT (or root=) at the folder that holds "
+                           f"{FOLDER}/, or at an empty folder to download into")
+    return root
+
+
+def _missing(files: list[Path]) -> list[str]:
+    """Names of the batch files that are not there; a half-present folder is an error naming them."""
+    missing = [p.name for p in files if not p.is_file()]
+    if missing and len(missing) < len(files) and files[0].parent.is_dir():
+        raise CIFAR10Error(
+            f"{files[0].parent} is incomplete: missing {', '.join(missing)}. "
+            f"Delete the folder and load again to download a fresh copy, or point CIFAR10_ROOT at a complete one."
+        )
+    return missing
 
 
 def dataset_label(root: str | os.PathLike | None = None) -> str:

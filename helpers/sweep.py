@@ -243,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_jobs(args, full, shard)
         device = pick_device(args.device)
         out = shard_output(args.out, shard) if args.out else default_output(full, shard)
+        read_records(out)  # a results file that cannot be one is refused before any data or training
         data = load_cifar10(args.data_root)
     except (ValueError, CIFAR10Error, OSError) as err:
         print(f"error: {err}")

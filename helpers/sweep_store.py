@@ -54,14 +54,18 @@ def split_shard(shard: tuple[int, int] | None, job: int, jobs: int) -> tuple[int
 def read_records(path: str | os.PathLike) -> list[dict]:
     """Records of one results file; [] if it does not exist, ValueError if it is not a sweep file (run_sweep)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a results file such as {path / 'ablations.json'}")
     if not path.is_file():
         return []
     try:
         data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path.name} is not valid JSON ({err}); fix or delete it before resuming the sweep") from err
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({type(err).__name__}: {err}); it is not a sweep results file: "
+                         f"move it aside or give another --out") from err
     if not isinstance(data, list) or not all(isinstance(r, dict) and "variant" in r and "seed" in r for r in data):
-        raise ValueError(f"{path.name} does not hold a list of sweep records (dicts with 'variant' and 'seed')")
+        raise ValueError(f"{path} does not hold a list of sweep records (dicts with 'variant' and 'seed'); "
+                         f"move it aside or give another --out")
     return data
 
 

@@ -174,9 +174,10 @@ class _Run:
     dtype: torch.dtype | None
     device: torch.device
     recipe: Recipe
+    seed: int | None
 
     @classmethod
-    def start(cls, model: nn.Module, recipe: Recipe, device: torch.device, steps_per_epoch: int) -> _Run:
+    def start(cls, model: nn.Module, recipe: Recipe, device: torch.device, steps_per_epoch: int, seed: int | None) -> _Run:
         model.to(device)
         if recipe.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -187,7 +188,7 @@ class _Run:
         step_model = dist.wrap_model(model, device)
         if recipe.compile:
             step_model = torch.compile(step_model)
-        return cls(model, step_model, optimizer, scheduler, scaler, dtype, device, recipe)
+        return cls(model, step_model, optimizer, scheduler, scaler, dtype, device, recipe, seed)
 
     def state(self, history: History) -> dict:
         """The checkpoint of this run after the last epoch of `history`."""
@@ -195,7 +196,8 @@ class _Run:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rngs[0],
                 "rng_per_rank": rngs, "processes": dist.world_size(), "history": list(history),
-                "epoch": len(history), "model_config": model_config(self.model), "recipe": self.recipe.to_dict()}
+                "epoch": len(history), "model_config": model_config(self.model), "recipe": self.recipe.to_dict(),
+                "seed": self.seed}
 
     def resume(self, checkpoint: Path) -> History:
         """Load a checkpoint into this run; returns the history it holds."""
@@ -223,7 +225,13 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
     """Forward, loss, zero_grad, backward, step: the hand-written loop's five steps; returns (loss, logits)."""
     with autocast(run.device, run.dtype):
         logits = run.step_model(x)
-    loss = compute_loss(run.recipe.loss, logits, y, run.recipe.label_smoothing)
+    try:
+        loss = compute_loss(run.recipe.loss, logits, y, run.recipe.label_smoothing)
+    except RuntimeError as err:  # binary_cross_entropy refuses NaN probabilities instead of returning NaN
+        if torch.isfinite(logits).all():
+            raise
+        raise TrainingError(f"the model's outputs became non-finite ({err}); lower the learning rate, add warm-up, "
+                            f"or switch off fp16") from err
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     run.scaler.step(run.optimizer)
@@ -278,6 +286,7 @@ def fit(
     *,
     test_loader: Iterable | None = None,
     monitor: str = "val",
+    seed: int | None = None,
     device: torch.device | str | None = None,
     checkpoint: str | os.PathLike | None = None,
     resume: bool = False,
@@ -296,12 +305,13 @@ def fit(
     (this epoch, evaluation excluded), train_seconds_total and images_per_s; the last row also
     holds test_loss, test_acc (and test_acc_tta).
     `checkpoint` is a file written atomically every epoch; `resume=True` continues from it.
-    `stop_after` ends the run after that many epochs (to demonstrate resuming).
+    `stop_after` ends the run after that many epochs (to demonstrate resuming). `seed`, if given, is
+    written into the checkpoint so that a resume can check it continues the same run.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if len(train_loader) == 0:
         raise ValueError("the training loader yields no batches: is the batch size larger than the data?")
-    run = _Run.start(model, recipe, device, len(train_loader))
+    run = _Run.start(model, recipe, device, len(train_loader), seed)
     resuming = resume and checkpoint is not None and Path(checkpoint).is_file()
     history = run.resume(Path(checkpoint)) if resuming else History()
     first = len(history)
@@ -359,8 +369,10 @@ def train(recipe: Recipe | str = "cpu", *, data=None, seed: int = 0, device: tor
         seed_everything(seed + dist.rank())  # but different dropout masks
     loaders = recipe_loaders(recipe, data, device=device, seed=seed)
     if loaders.val is None:  # no validation split: monitor the test set, as a time-to-accuracy benchmark does
-        return model, fit(model, loaders.train, loaders.test, recipe, monitor="test", device=device, **fit_options)
-    return model, fit(model, loaders.train, loaders.val, recipe, test_loader=loaders.test, device=device, **fit_options)
+        return model, fit(model, loaders.train, loaders.test, recipe, monitor="test", seed=seed, device=device,
+                          **fit_options)
+    return model, fit(model, loaders.train, loaders.val, recipe, test_loader=loaders.test, seed=seed, device=device,
+                      **fit_options)
 
 
 if __name__ == "__main__":

@@ -257,3 +257,12 @@ def test_cli(tmp_path, capsys, monkeypatch):
     assert main(["--reduced", "--groups", "loss", "--seeds", "0", "--out", str(tmp_path / "y.json")]) == 0
     out = capsys.readouterr().out
     assert "3 runs (3 variants x 1 seeds)" in out and "BCE on softmax" in out
+
+
+def test_an_out_that_is_a_folder_or_not_json_is_refused_by_name(tmp_path, capsys):
+    assert main(["--reduced", "--groups", "loss", "--out", str(tmp_path)]) == 2
+    assert f"{tmp_path} is a folder" in capsys.readouterr().out
+    binary = tmp_path / "photo.json"
+    binary.write_bytes(bytes(range(256)))
+    assert main(["--reduced", "--groups", "loss", "--out", str(binary)]) == 2
+    assert f"{binary} is not valid JSON" in capsys.readouterr().out and binary.read_bytes() == bytes(range(256))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 
 import pytest
 import torch
@@ -116,6 +118,13 @@ def test_out_of_memory_suggests_smaller_batch(monkeypatch):
     train, test = tiny_loaders()
     with pytest.raises(TrainingError, match="out of memory at batch size 32.*--batch-size 16"):
         fit(model, train, test, tiny_recipe(), device="cpu", progress=False)
+
+
+def test_bce_on_softmax_that_blows_up_is_a_training_error_not_a_crash():
+    recipe = tiny_recipe(loss="bce_softmax", lr=1e6, epochs=1, tta=False, schedule="constant", momentum=0.0,
+                         nesterov=False)
+    with pytest.raises(TrainingError, match="non-finite"):
+        run(recipe)
 
 
 def test_losses():
@@ -259,12 +268,58 @@ def test_cli_end_to_end_and_resume(cifar_root, tmp_path, monkeypatch, capsys):
     for name in ("config.json", "history.json", "history.csv", "checkpoint.pt", "metrics.json"):
         assert (run_dir / name).is_file(), name
     assert len(json.loads((run_dir / "history.json").read_text())) == 2
-    # Without --resume an existing run is protected; with it and more epochs training continues.
+    # Without --resume an existing run is protected; --resume with other settings is another run: refused, and
+    # nothing in the folder changes.
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
     assert cli(cifar_root, tmp_path, "--epochs", "3") == 2
     assert "--resume" in capsys.readouterr().out
-    assert cli(cifar_root, tmp_path, "--epochs", "3", "--resume") == 0
-    history = json.loads((run_dir / "history.json").read_text())
-    assert [r["epoch"] for r in history] == [1, 2, 3]
+    assert cli(cifar_root, tmp_path, "--epochs", "3", "--resume") == 2
+    out = capsys.readouterr().out
+    assert "epochs: checkpoint 2, asked 3" in out and "another --run-dir" in out
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+    # The same flags, or none at all (the checkpoint's own recipe and seed), continue it.
+    assert cli(cifar_root, tmp_path, "--epochs", "2", "--resume") == 0
+    assert main(["--data-root", str(cifar_root), "--no-download", "--run-dir", str(run_dir), "--resume",
+                 "--no-progress"]) == 0
+    assert "with its own recipe 'cpu' and seed 0" in capsys.readouterr().out
+    assert [r["epoch"] for r in json.loads((run_dir / "history.json").read_text())] == [1, 2]
+
+
+def test_resume_without_a_checkpoint_says_so_and_writes_nothing(cifar_root, tmp_path, capsys):
+    assert cli(cifar_root, tmp_path, "--resume") == 2
+    assert "holds no checkpoint.pt, so there is nothing to continue" in capsys.readouterr().out
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_second_run_into_a_busy_run_folder_is_refused_with_the_holders_pid(cifar_root, tmp_path, capsys):
+    from helpers.files import exclusive_lock
+
+    (tmp_path / "run").mkdir()
+    with exclusive_lock(tmp_path / "run" / ".lock", "the run folder"):
+        import subprocess
+        import sys
+
+        done = subprocess.run([sys.executable, "-m", "helpers.train", "--data-root", str(cifar_root), "--no-download",
+                               "--run-dir", str(tmp_path / "run"), "--epochs", "1"], capture_output=True, text=True,
+                              timeout=120)
+    assert done.returncode == 2 and f"in use by process {os.getpid()}" in done.stdout
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [".lock"]  # nothing else written
+    # A lock whose holder died is no lock: the kernel released it with the process.
+    assert cli(cifar_root, tmp_path, "--epochs", "1") == 0
+
+
+def test_bad_devices_batches_and_checkpoints_end_in_clear_errors(cifar_root, tmp_path, capsys):
+    assert cli(cifar_root, tmp_path, "--device", "tpu") == 2
+    assert "'tpu' is not a device name" in capsys.readouterr().out
+    assert cli(cifar_root, tmp_path / "b", "--batch-size", "100000", "--epochs", "1") == 2
+    assert re.search(r"larger than the \d+ training images", capsys.readouterr().out)
+    assert not (tmp_path / "b" / "run").exists()  # refused before anything was written
+    (tmp_path / "bare").mkdir()
+    torch.save(build_model("cifar_alexnet_small").state_dict(), tmp_path / "bare" / "checkpoint.pt")
+    assert main(["--data-root", str(cifar_root), "--no-download", "--run-dir", str(tmp_path / "bare"), "--resume"]) == 2
+    assert "not a checkpoint of this course's engine" in capsys.readouterr().out
+    with pytest.raises(TrainingError, match="bare state_dict"):
+        load_checkpoint(tmp_path / "bare" / "checkpoint.pt", build_model("cifar_alexnet_small"))
 
 
 def test_cli_errors(cifar_root, tmp_path, capsys):
