@@ -44,6 +44,9 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, map
     except Exception as err:
         raise TrainingError(f"{path}: cannot be read as a checkpoint ({type(err).__name__}: {err})") from err
     if model is not None:
+        if not isinstance(state, dict) or "model" not in state:
+            raise TrainingError(f"{path} is not a checkpoint of this course's engine (a bare state_dict?); load it with "
+                                f"model.load_state_dict(torch.load(path)) instead")
         check_same_architecture(state.get("model_config"), model_config(model), path)
         model.load_state_dict(state["model"])
     return state

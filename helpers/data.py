@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,12 @@ CACHE_FILE = "cifar10-uint8.pt"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE = "cifar-10-python.tar.gz"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
+
+
+# The validation split: a fixed share of every class of the 50,000 training images, drawn with this random seed
+# by NumPy's legacy generator, whose stream is frozen: the same 5,000 images on every machine and NumPy version.
+VALIDATION = 0.1
+SPLIT_SEED = 0
 
 
 class CIFAR10Error(RuntimeError):
@@ -65,19 +72,18 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, c
     holds the official batches or the JPEG mirror made by prepare_cifar10.py. A
     cached tensor file beside it makes the second load fast.
     """
-    root = Path(root).expanduser() if root is not None else default_root()
+    root = _check_root(Path(root).expanduser() if root is not None else default_root())
     folder = root / FOLDER
     files = [folder / name for name in (*TRAIN_FILES, *TEST_FILES, META_FILE)]
-    missing = [p.name for p in files if not p.is_file()]
-    if missing:
-        if folder.is_dir() and len(missing) < len(files):
-            raise CIFAR10Error(
-                f"{folder} is incomplete: missing {', '.join(missing)}. "
-                f"Delete the folder and load again to download a fresh copy, or point CIFAR10_ROOT at a complete one."
-            )
+    if _missing(files):
         if not download:
             raise CIFAR10Error(_missing_message(folder, "download=False was given"))
-        download_cifar10(root)
+        from .files import exclusive_lock
+
+        root.mkdir(parents=True, exist_ok=True)
+        with exclusive_lock(root / ".download.lock", f"the data folder {root}", wait=True):
+            if _missing(files):  # another process may have fetched it while this one waited
+                download_cifar10(root)
 
     cache_path = root / CACHE_FILE
     stamp = _stamp(files)
@@ -96,6 +102,27 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, c
     if cache:
         _write_cache(cache_path, stamp, tensors)
     return Cifar10(**tensors, classes=classes, root=root)
+
+
+def _check_root(root: Path) -> Path:
+    """A data root that can hold cifar-10-batches-py/, or a CIFAR10Error saying what to point at instead."""
+    if root.name == FOLDER:
+        raise CIFAR10Error(f"{root} is the {FOLDER}/ folder itself; give the folder that holds it: {root.parent}")
+    if root.exists() and not root.is_dir():
+        raise CIFAR10Error(f"{root} is a file, not a folder; point CIFAR10_ROOT (or root=) at the folder that holds "
+                           f"{FOLDER}/, or at an empty folder to download into")
+    return root
+
+
+def _missing(files: list[Path]) -> list[str]:
+    """Names of the batch files that are not there; a half-present folder is an error naming them."""
+    missing = [p.name for p in files if not p.is_file()]
+    if missing and len(missing) < len(files) and files[0].parent.is_dir():
+        raise CIFAR10Error(
+            f"{files[0].parent} is incomplete: missing {', '.join(missing)}. "
+            f"Delete the folder and load again to download a fresh copy, or point CIFAR10_ROOT at a complete one."
+        )
+    return missing
 
 
 def dataset_label(root: str | os.PathLike | None = None) -> str:
@@ -147,42 +174,65 @@ def _missing_message(folder: Path, why: str) -> str:
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read one pickled CIFAR-10 batch file and check it; returns (N,3,32,32) uint8 and labels (notebook 01's load_cifar10)."""
+    batch = _unpickle(path, "a CIFAR-10 batch")
+    if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
+        keys = sorted(map(str, batch)) if isinstance(batch, dict) else type(batch).__name__
+        raise CIFAR10Error(f"{path}: not a CIFAR-10 batch: expected a dict with 'data' and 'labels', found {keys}. "
+                           f"{_REPAIR.format(folder=path.parent)}")
+    data, labels = _as_array(path, "data", batch["data"]), _as_array(path, "labels", batch["labels"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) == 0:
+        raise CIFAR10Error(f"{path}: 'data' has shape {data.shape} and dtype {data.dtype}; expected (N, 3072) uint8 with "
+                           f"N >= 1 (one 32x32 RGB image per row). {_REPAIR.format(folder=path.parent)}")
+    if labels.shape != (data.shape[0],):
+        raise CIFAR10Error(f"{path}: {data.shape[0]} images but {labels.size} labels (shape {labels.shape}); the file is "
+                           f"inconsistent. "
+                           f"{_REPAIR.format(folder=path.parent)}")
+    if labels.dtype.kind not in "iu":
+        raise CIFAR10Error(f"{path}: labels must be whole numbers, found dtype {labels.dtype}. "
+                           f"{_REPAIR.format(folder=path.parent)}")
+    if labels.min() < 0 or labels.max() > 9:
+        bad = sorted({int(v) for v in labels if not 0 <= v <= 9})[:5]
+        raise CIFAR10Error(f"{path}: labels must lie in 0..9, found {bad}. {_REPAIR.format(folder=path.parent)}")
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+_REPAIR = "Delete {folder} and load again (or rerun prepare_cifar10.py)."
+
+
+def _unpickle(path: Path, what: str):
+    """The object pickled in `path`, or a CIFAR10Error naming the file whatever its bytes are."""
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
-    except (EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, ImportError, IndexError) as err:
-        raise CIFAR10Error(
-            f"{path}: cannot be read as a CIFAR-10 batch ({type(err).__name__}: {err}); the file is truncated or "
-            f"corrupt. Delete {path.parent} and load again (or rerun prepare_cifar10.py)."
-        ) from err
-    if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
-        keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
-        raise CIFAR10Error(f"{path}: not a CIFAR-10 batch: expected a dict with 'data' and 'labels', found {keys}.")
-    data = np.asarray(batch["data"])
-    labels = np.asarray(batch["labels"])
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
-        raise CIFAR10Error(
-            f"{path}: 'data' has shape {data.shape} and dtype {data.dtype}; expected (N, 3072) uint8 "
-            f"(one 32x32 RGB image per row)."
-        )
-    if labels.shape != (data.shape[0],):
-        raise CIFAR10Error(f"{path}: {data.shape[0]} images but {labels.size} labels; the file is inconsistent.")
-    if labels.size and (labels.min() < 0 or labels.max() > 9):
-        bad = sorted({int(v) for v in labels if not 0 <= v <= 9})[:5]
-        raise CIFAR10Error(f"{path}: labels must lie in 0..9, found {bad}.")
-    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+            return pickle.load(f, encoding="latin1")
+    except OSError as err:
+        raise CIFAR10Error(f"{path}: cannot be read ({err}).") from err
+    except Exception as err:  # pickle raises almost anything on arbitrary bytes (MemoryError, OverflowError, ...)
+        raise CIFAR10Error(f"{path}: cannot be read as {what} ({type(err).__name__}: {str(err)[:200]}); the file is "
+                           f"truncated or corrupt. {_REPAIR.format(folder=path.parent)}") from err
+
+
+def _as_array(path: Path, key: str, value) -> np.ndarray:
+    try:
+        array = np.asarray(value)
+    except Exception as err:  # ragged lists, objects numpy cannot hold
+        raise CIFAR10Error(f"{path}: '{key}' is not an array ({type(err).__name__}). "
+                           f"{_REPAIR.format(folder=path.parent)}") from err
+    if array.dtype == object:
+        raise CIFAR10Error(f"{path}: '{key}' holds Python objects, not numbers. {_REPAIR.format(folder=path.parent)}")
+    return array
 
 
 def read_meta(path: Path) -> tuple[str, ...]:
     """Read the class names from batches.meta and check they are CIFAR-10's ten (notebook 01's load_cifar10)."""
+    meta = _unpickle(path, "the CIFAR-10 class names")
     try:
-        with open(path, "rb") as f:
-            meta = pickle.load(f, encoding="latin1")
         names = tuple(meta["label_names"])
-    except (EOFError, pickle.UnpicklingError, KeyError, TypeError, ValueError) as err:
-        raise CIFAR10Error(f"{path}: cannot read the class names ({type(err).__name__}: {err}); the file is corrupt.") from err
+    except Exception as err:
+        raise CIFAR10Error(f"{path}: cannot read the class names ({type(err).__name__}); the file is corrupt. "
+                           f"{_REPAIR.format(folder=path.parent)}") from err
     if names != CLASSES:
-        raise CIFAR10Error(f"{path}: expected the 10 CIFAR-10 classes {CLASSES}, found {names}.")
+        raise CIFAR10Error(f"{path}: expected the 10 CIFAR-10 classes {CLASSES}, found {names[:12]}. "
+                           f"{_REPAIR.format(folder=path.parent)}")
     return names
 
 
@@ -198,20 +248,68 @@ def _stamp(files: list[Path]) -> list[tuple[str, int, int]]:
     return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
 
 
+CACHE_VERSION = 2  # bump when the cache's layout changes: older caches are rebuilt
+_SPLITS = ("train", "test")
+
+
 def _read_cache(path: Path, stamp: list) -> dict | None:
+    """The cached tensors, if the cache is this version, made from these files, and holds CIFAR-10; else None."""
     if not path.is_file():
         return None
     try:
         saved = torch.load(path, weights_only=True)
-    except Exception:  # a broken cache is rebuilt from the batches, never fatal
+        fresh = saved.get("version") == CACHE_VERSION and saved.get("stamp") == [list(s) for s in stamp]
+        tensors = {f"{split}_{kind}": saved[f"{split}_{kind}"] for split in _SPLITS for kind in ("images", "labels")}
+    except Exception:  # a broken or foreign cache is rebuilt from the batches, never fatal
         return None
-    if saved.get("stamp") != [list(s) for s in stamp]:
-        return None
-    return {k: saved[k] for k in ("train_images", "train_labels", "test_images", "test_labels")}
+    return tensors if fresh and _looks_like_cifar10(tensors) else None
+
+
+def _looks_like_cifar10(tensors: dict) -> bool:
+    """Shapes, dtypes, matching counts and labels in 0..9: what a cache must hold to be served as CIFAR-10."""
+    for split in _SPLITS:
+        images, labels = tensors[f"{split}_images"], tensors[f"{split}_labels"]
+        if not (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor)):
+            return False
+        if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (3, 32, 32):
+            return False
+        if labels.dtype != torch.int64 or labels.shape != (len(images),) or len(images) == 0:
+            return False
+        if labels.min() < 0 or labels.max() > 9:
+            return False
+    return True
 
 
 def _write_cache(path: Path, stamp: list, tensors: dict) -> None:
     try:
-        atomic_torch_save(path, {"stamp": [list(s) for s in stamp], **tensors})
-    except OSError:
-        pass  # a read-only data folder just means no cache
+        atomic_torch_save(path, {"version": CACHE_VERSION, "stamp": [list(s) for s in stamp], **tensors})
+    except OSError as err:  # a read-only or full data folder just means no cache (atomic_torch_save left no temp file)
+        warnings.warn(f"could not write the CIFAR-10 cache {path} ({err}); loading works, only slower next time",
+                      stacklevel=3)
+
+
+def validation_indices(labels: torch.Tensor, share: float = VALIDATION, seed: int = SPLIT_SEED) -> torch.Tensor:
+    """Sorted indices of a fixed, class-stratified validation split: `share` of every class's images (notebook 03)."""
+    if not 0 <= share < 1:
+        raise ValueError(f"the validation share must lie in [0, 1), got {share!r}")
+    labels = np.asarray(labels)
+    rng = np.random.RandomState(seed)
+    picked = []
+    for c in range(int(labels.max()) + 1 if labels.size else 0):
+        members = np.flatnonzero(labels == c)
+        picked.append(rng.permutation(members)[: round(len(members) * share)])
+    return torch.from_numpy(np.sort(np.concatenate(picked))) if picked else torch.zeros(0, dtype=torch.long)
+
+
+def split_validation(data: Cifar10, share: float = VALIDATION) -> tuple[torch.Tensor, ...]:
+    """(train images, train labels, validation images, validation labels): the training set cut in two, disjoint (notebook 03).
+
+    With the defaults CIFAR-10's 50,000 training images become 45,000 to train on and 5,000
+    (500 of each class) to make choices on; the test set stays untouched for reporting.
+    """
+    val = validation_indices(data.train_labels, share)
+    keep = torch.ones(len(data.train_labels), dtype=torch.bool)
+    keep[val] = False
+    if share and not keep.any():
+        raise CIFAR10Error("the validation split would leave no training images; use a smaller share")
+    return data.train_images[keep], data.train_labels[keep], data.train_images[val], data.train_labels[val]

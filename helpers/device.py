@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import platform
 import warnings
 
@@ -17,7 +18,10 @@ def pick_device(prefer: str | None = None) -> torch.device:
     """
     available = available_devices()
     if prefer is not None:
-        kind = torch.device(prefer).type
+        try:
+            kind = torch.device(prefer).type
+        except (RuntimeError, TypeError) as err:  # "tpu", "gpu0": not a device name torch knows
+            raise ValueError(f"{prefer!r} is not a device name; use one of {', '.join(available)}") from err
         if kind not in available:
             raise ValueError(
                 f"device {prefer!r} is not available on this machine; available: {', '.join(available)}"
@@ -107,19 +111,52 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
+def native_bf16(device: torch.device | str) -> bool:
+    """Whether a device does bfloat16 matrix work natively: a GPU of compute capability >= 8.0 or a CPU with
+    AVX512-BF16/AMX; Apple MPS is left to ask for it explicitly (notebook 06).
+
+    torch.cuda.is_bf16_supported() answers True on older GPUs too (a T4, 7.5), where bf16 is emulated and slow:
+    the capability is what decides.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    return device.type == "cpu" and cpu_supports_bf16()
+
+
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for `amp` (auto/bf16/fp16/off) on a device, or None for float32 (notebook 03's engine, 06's timings)."""
-    if amp == "off":
+    """The autocast dtype for `amp` (auto/bf16/fp16/off) on a device, or None for float32 (notebook 03's engine, 06's timings).
+
+    The one rule every caller asks: "auto" is bf16 on a GPU with native bf16, fp16 (with a gradient scaler)
+    on older GPUs, float32 elsewhere; "bf16" where it is not native falls back to fp16 on a GPU and to float32
+    on a CPU, with a warning that says so.
+    """
+    device = torch.device(device)
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return None
-    if amp == "auto":
-        if device.type != "cuda":
-            return None  # CPU and MPS: float32 unless a recipe asks
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if amp == "bf16" and device.type == "cpu" and not cpu_supports_bf16():
-        warnings.warn("this CPU has no native bfloat16; training in float32 instead (bf16 would be slower)",
-                      stacklevel=2)
+    if amp in ("auto", "bf16") and native_bf16(device):
+        return torch.bfloat16
+    if amp == "bf16" and device.type == "cpu":
+        warnings.warn("this CPU has no native bfloat16 (AVX512-BF16 or AMX): training in float32 instead, "
+                      "which is faster here than emulated bf16", stacklevel=2)
         return None
+    if amp == "bf16" and device.type == "cuda":
+        warnings.warn(f"this GPU (compute capability {'.'.join(map(str, torch.cuda.get_device_capability(device)))}) "
+                      f"has no native bfloat16: using float16 autocast with a gradient scaler instead", stacklevel=2)
+        return torch.float16
+    if amp == "fp16" and device.type == "cpu" and not _cpu_fp16_works():
+        raise ValueError("--amp fp16: this PyTorch cannot autocast to float16 on the CPU; use --amp bf16 (where the CPU "
+                         "has it) or --amp off")
     return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
+@functools.cache
+def _cpu_fp16_works() -> bool:
+    try:
+        with torch.autocast("cpu", dtype=torch.float16):
+            return torch.nn.functional.linear(torch.ones(1, 2), torch.ones(2, 2)).dtype == torch.float16
+    except (RuntimeError, ValueError):
+        return False
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

@@ -19,6 +19,7 @@ import tarfile
 import tempfile
 import time
 import urllib.error
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,12 @@ def mirror_urls(defaults: Iterable[str], env: str = MIRRORS_ENV) -> list[str]:
     # Mirrors from the environment go first: whoever sets the variable points at a copy that is nearer
     # (a lab cache) or the only one reachable, and the md5 check makes any mirror as safe as the official URL.
     seen: dict[str, None] = {}
-    for url in [*os.environ.get(env, "").split(), *defaults]:
+    for url in os.environ.get(env, "").split():
+        if re.match(r"https?://[^/\s]+", url):
+            seen.setdefault(url, None)
+        else:  # a bad mirror must not keep the official URL from being tried
+            warnings.warn(f"{env}: skipping {url!r}, which is not an http(s) URL", stacklevel=2)
+    for url in defaults:
         seen.setdefault(url.strip(), None)
     return [url for url in seen if url]
 

@@ -104,3 +104,66 @@ def _fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+class Busy(ValueError):
+    """Another process holds the lock on a folder; the message names it."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str, wait: bool = False):
+    """Hold an exclusive lock on the file `path` for a `with` block; it dies with its process (the command line).
+
+    Another holder means a `Busy` error naming its PID, or, with `wait`, waiting for it. A lock left
+    by a killed process is no lock: the operating system released it when the process died.
+    """
+    path = Path(path)
+    with open(path, "a+") as f:
+        if not _try_lock(f, wait):
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise Busy(f"{what} is in use by process {holder} (lock {path}); wait for it to finish or use another folder")
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            _unlock(f)
+
+
+def _try_lock(f, wait: bool) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+        import time
+
+        while True:
+            try:
+                msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+                return True
+            except OSError:
+                if not wait:
+                    return False
+                time.sleep(0.5)
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _unlock(f) -> None:
+    try:
+        import fcntl
+    except ImportError:
+        import msvcrt
+
+        f.seek(0)
+        msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+        return
+    fcntl.flock(f.fileno(), fcntl.LOCK_UN)

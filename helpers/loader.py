@@ -8,6 +8,7 @@ augmentation, normalisation, resizing) happens per batch on the training device.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -259,45 +260,36 @@ def classic_loader(
     )
 
 
-def loaders(
-    data: Cifar10,
-    batch_size: int = 256,
-    *,
-    device: torch.device | str = "cpu",
-    seed: int = 0,
-    augment: bool = True,
-    train_limit: int | None = None,
-    test_limit: int | None = None,
-    size: int | None = None,
-    channels_last: bool = False,
-    test_batch_size: int = 1000,
-    rank: int = 0,
-    world_size: int = 1,
-) -> tuple[GpuLoader, GpuLoader]:
-    """Train and test GpuLoaders for a recipe in one call; `batch_size` is per process (notebook 03's recipe_loaders)."""
-    shard = {"rank": rank, "world_size": world_size}
-    train = GpuLoader(data.train_images, data.train_labels, batch_size, train=True, augment=augment,
-                      device=device, seed=seed, limit=train_limit, size=size, channels_last=channels_last, **shard)
-    test = GpuLoader(data.test_images, data.test_labels, test_batch_size, train=False,
-                     device=device, limit=test_limit, size=size, channels_last=channels_last, **shard)
-    return train, test
+class Loaders(NamedTuple):
+    """A recipe's loaders: train, validation (None without a validation split) and test (notebook 03)."""
+
+    train: GpuLoader
+    val: GpuLoader | None
+    test: GpuLoader
 
 
-def recipe_loaders(recipe, data: Cifar10, *, device: torch.device | str = "cpu", seed: int = 0
-                   ) -> tuple[GpuLoader, GpuLoader]:
-    """The train and test loaders a recipe trains with: its batch, augmentation, limits, input size, layout (notebook 03).
+def recipe_loaders(recipe, data: Cifar10, *, device: torch.device | str = "cpu", seed: int = 0) -> Loaders:
+    """The train, validation and test loaders a recipe trains with: its split, batch, augmentation, limits, size (notebook 03).
 
-    Under torchrun each process gets its share of every global batch (helpers.distributed).
+    The validation images are the recipe's `validation` share of the training set (helpers.data.split_validation);
+    under torchrun each process gets its share of every global batch (helpers.distributed).
     """
     from . import distributed as dist
+    from .data import split_validation
     from .models import resolve_config
 
     per_process = dist.split_batch(recipe.batch_size)
     size = resolve_config(recipe.model, **recipe.model_overrides).input_size
-    # Evaluation holds one test batch's activations: about 1000 images' worth of 32x32 pixels
-    # (as many at 227x227 would take gigabytes), but no fewer than a training batch.
-    test_batch = min(1000, max(per_process, 1000 * 32 * 32 // size**2))
-    return loaders(data, per_process, device=device, seed=seed, augment=recipe.augment,
-                   train_limit=recipe.train_limit, test_limit=recipe.test_limit, size=size,
-                   channels_last=recipe.channels_last, test_batch_size=test_batch,
-                   rank=dist.rank(), world_size=dist.world_size())
+    # Evaluation holds one batch's activations: about 1000 images' worth of 32x32 pixels (as many at
+    # 227x227 would take gigabytes), but no fewer than a training batch.
+    eval_batch = min(1000, max(per_process, 1000 * 32 * 32 // size**2))
+    common = {"device": device, "size": size, "channels_last": recipe.channels_last, "rank": dist.rank(),
+              "world_size": dist.world_size()}
+    train_images, train_labels, val_images, val_labels = split_validation(data, recipe.validation)
+    train = GpuLoader(train_images, train_labels, per_process, train=True, augment=recipe.augment, seed=seed,
+                      limit=recipe.train_limit, **common)
+    val = None
+    if len(val_images):
+        val = GpuLoader(val_images, val_labels, eval_batch, train=False, limit=recipe.test_limit, **common)
+    test = GpuLoader(data.test_images, data.test_labels, eval_batch, train=False, limit=recipe.test_limit, **common)
+    return Loaders(train, val, test)

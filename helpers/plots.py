@@ -30,18 +30,20 @@ def show_images(images: torch.Tensor, labels: Sequence[int] | None = None, class
 
 
 def plot_history(history: Sequence[dict], title: str | None = None, axes=None):
-    """Loss and accuracy per epoch, train and test, side by side (notebook 03)."""
+    """Loss and accuracy per epoch, train and validation (or test, where that is monitored), side by side (notebook 03)."""
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    split = "val" if history and "val_acc" in history[0] else "test"
+    name = {"val": "validation", "test": "test"}[split]
     epochs = [row["epoch"] for row in history]
     ax_loss, ax_acc = axes
     ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    ax_loss.plot(epochs, [r["test_loss"] for r in history], "o-", label="test")
+    ax_loss.plot(epochs, [r[f"{split}_loss"] for r in history], "o-", label=name)
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
     ax_acc.plot(epochs, [r["train_acc"] for r in history], "o-", label="train")
-    ax_acc.plot(epochs, [r["test_acc"] for r in history], "o-", label="test")
-    if history and "test_acc_tta" in history[0]:
-        ax_acc.plot(epochs, [r["test_acc_tta"] for r in history], "--", label="test, flip-TTA")
+    ax_acc.plot(epochs, [r[f"{split}_acc"] for r in history], "o-", label=name)
+    if history and f"{split}_acc_tta" in history[0]:
+        ax_acc.plot(epochs, [r[f"{split}_acc_tta"] for r in history], "--", label=f"{name}, flip-TTA")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in axes:
         ax.grid(alpha=0.3)

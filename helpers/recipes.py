@@ -42,6 +42,7 @@ class Recipe:
     channels_last: bool = True
     compile: bool = False
     tta: bool = True
+    validation: float = 0.1
     train_limit: int | None = None
     test_limit: int | None = None
 
@@ -72,7 +73,7 @@ def check_recipe(r: Recipe) -> None:
     for knob in ("epochs", "batch_size"):
         if not is_int(getattr(r, knob)):
             raise ValueError(f"{knob} must be a whole number, got {getattr(r, knob)!r}")
-    for knob in ("lr", "momentum", "warmup", "label_smoothing", "weight_decay"):
+    for knob in ("lr", "momentum", "warmup", "label_smoothing", "weight_decay", "validation"):
         if not is_real(getattr(r, knob)):
             raise ValueError(f"{knob} must be a number, got {getattr(r, knob)!r}")
     positive = {"epochs": r.epochs, "batch_size": r.batch_size, "lr": r.lr}
@@ -81,7 +82,8 @@ def check_recipe(r: Recipe) -> None:
             raise ValueError(f"{knob} must be positive, got {value}")
     if not math.isfinite(r.lr):
         raise ValueError(f"lr must be finite, got {r.lr}")
-    ranges = {"momentum": (r.momentum, 0, 1), "warmup": (r.warmup, 0, 1), "label_smoothing": (r.label_smoothing, 0, 1)}
+    ranges = {"momentum": (r.momentum, 0, 1), "warmup": (r.warmup, 0, 1), "label_smoothing": (r.label_smoothing, 0, 1),
+              "validation": (r.validation, 0, 1)}
     for knob, (value, lo, hi) in ranges.items():
         if not lo <= value < hi:
             raise ValueError(f"{knob} must lie in [{lo}, {hi}), got {value}")
@@ -129,8 +131,10 @@ FIELD_HELP = {
     "channels_last": "NHWC memory format for images and weights",
     "compile": "torch.compile the model",
     "tta": "also report accuracy averaged with mirrored test images",
+    "validation": "share of the training images held out, stratified, to monitor and choose on (0: none; the test "
+                  "set is then monitored, as a time-to-accuracy benchmark does)",
     "train_limit": "use only the first N training images",
-    "test_limit": "use only the first N test images",
+    "test_limit": "use only the first N validation and N test images",
 }
 
 UPSTREAM = "upstream"  # the repository this course grew from; never a random seed

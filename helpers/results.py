@@ -97,20 +97,21 @@ def time_to_accuracy_table(records: Sequence[dict]) -> pd.DataFrame:
 
 
 def plot_time_to_accuracy(records: Sequence[dict], targets: Sequence[float] = (81.37,),
-                          ax: plt.Axes | None = None) -> plt.Figure:
-    """Test accuracy against cumulative training seconds, one line per run, with target lines (notebooks 03, 06)."""
+                          ax: plt.Axes | None = None, metric: str = "test_acc") -> plt.Figure:
+    """Accuracy (test, or `metric`) against cumulative training seconds, one line per run, with targets (notebooks 03, 06)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 4))
     for r in records:
         history = r.get("history") or []
         recipe = _recipe_name(r)
         label = f"{recipe}, seed {r['seed']}" if r.get("seed") is not None else str(recipe)
-        ax.plot([h["train_seconds_total"] for h in history], [h["test_acc"] for h in history], "o-", ms=3, label=label)
+        ax.plot([h["train_seconds_total"] for h in history], [h[metric] for h in history], "o-", ms=3, label=label)
     for t in targets:
         ax.axhline(t, color="gray", ls="--", lw=1)
         ax.annotate(f"{t}%", (0.01, t), xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color="gray")
     ax.set_xlim(left=0)
-    ax.set(xlabel="training seconds (evaluation excluded)", ylabel="test accuracy (%)", title="time to accuracy")
+    split = "validation" if metric.startswith("val") else "test"
+    ax.set(xlabel="training seconds (evaluation excluded)", ylabel=f"{split} accuracy (%)", title="time to accuracy")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax.figure

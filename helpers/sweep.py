@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -24,101 +22,24 @@ import torch
 
 from .ablation import GROUPS, VARIANTS, Variant, recipe_key, select_variants, variant_recipe
 from .checks import TrainingError
-from .files import atomic_write_json
 from .mode import REDUCED, is_full, mode_banner
-from .paths import results_dir, runs_dir
 from .recipes import Recipe
+from .sweep_store import (
+    check_same_experiment,
+    default_output,
+    merge_shards,
+    parse_shard,
+    read_records,
+    run_key,
+    shard_output,
+    split_shard,
+    write_records,
+)
 
 if TYPE_CHECKING:
     from .data import Cifar10
 
-# ---------------------------------------------------------------- results files
-
-
-def default_output(full: bool | None = None, shard: tuple[int, int] | None = None) -> Path:
-    """Where a sweep writes: results/ablations.json in full mode, runs/ablations-reduced.json otherwise (notebook 05).
-
-    Reduced (smoke-test) records never go into the committed results folder. A shard
-    writes its own file (ablations-shard1of4.json) so shards on several machines never
-    write the same file; `load_records` reads them all back together.
-    """
-    folder, stem = (results_dir(), "ablations") if is_full(full) else (runs_dir(), "ablations-reduced")
-    return shard_output(folder / f"{stem}.json", shard)
-
-
-def shard_output(path: str | os.PathLike, shard: tuple[int, int] | None) -> Path:
-    """The file a shard writes beside `path`: ablations.json -> ablations-shard2of4.json (README, "--shard")."""
-    path = Path(path)
-    return path if shard is None else path.with_name(f"{path.stem}-shard{shard[0] + 1}of{shard[1]}{path.suffix}")
-
-
-def merge_shards(path: str | os.PathLike) -> list[dict]:
-    """Write the records of `path` and its shard files into `path` itself, and return them (README, "--merge").
-
-    Shard files stay where they are (a shard that is still running keeps appending to its
-    own file); merging again later picks up what they added.
-    """
-    records = load_records(path)
-    write_records(path, records)
-    return records
-
-
-def split_shard(shard: tuple[int, int] | None, job: int, jobs: int) -> tuple[int, int]:
-    """Shard `job` of `jobs` inside shard (i, n): runs[i::n][job::jobs] is runs[i + job*n :: n*jobs] (README, "--jobs")."""
-    i, n = shard if shard is not None else (0, 1)
-    return i + job * n, n * jobs
-
-
-def read_records(path: str | os.PathLike) -> list[dict]:
-    """Records of one results file; [] if it does not exist, ValueError if it is not a sweep file (run_sweep)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path.name} is not valid JSON ({err}); fix or delete it before resuming the sweep") from err
-    if not isinstance(data, list) or not all(isinstance(r, dict) and "variant" in r and "seed" in r for r in data):
-        raise ValueError(f"{path.name} does not hold a list of sweep records (dicts with 'variant' and 'seed')")
-    return data
-
-
-def load_records(path: str | os.PathLike | None = None, full: bool | None = None) -> list[dict]:
-    """Records of a sweep file and its shard files (name-shardIofN.json) beside it, without duplicates (notebook 05)."""
-    path = Path(path) if path is not None else default_output(full)
-    shards = sorted(path.parent.glob(f"{path.stem}-shard*of*.json")) if path.parent.is_dir() else []
-    seen, records = set(), []
-    for p in (path, *shards):
-        for r in read_records(p):
-            key = run_key(r)
-            if key not in seen:
-                seen.add(key)
-                records.append(r)
-    return records
-
-
-def write_records(path: str | os.PathLike, records: list[dict]) -> None:
-    """Write records as JSON atomically: a temp file renamed over the old one (run_sweep, merge_shards)."""
-    atomic_write_json(path, records)
-
-
-def run_key(record: dict) -> tuple:
-    """What identifies a run in a results file: variant, seed and the recipe hash (run_sweep, load_records)."""
-    return record["variant"], record["seed"], record.get("config")
-
-
 # ---------------------------------------------------------------- the sweep
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """'2/4' -> (1, 4): the second of four shards, counted from 1 on the command line (README, "--shard")."""
-    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
-    if not match:
-        raise ValueError(f"shard {text!r} is not of the form i/n, e.g. 1/4")
-    i, n = int(match.group(1)), int(match.group(2))
-    if not 1 <= i <= n:
-        raise ValueError(f"shard {text!r}: i must lie in 1..n")
-    return i - 1, n
 
 
 def plan_runs(variants: Sequence[Variant], seeds: Sequence[int], shard: tuple[int, int] | None = None
@@ -171,6 +92,7 @@ def run_sweep(
     out = Path(out) if out is not None else default_output(full, shard)
     device = pick_device() if device is None else torch.device(device)
     records = read_records(out)
+    check_same_experiment(out, records, {v.name: recipe_key(variant_recipe(v, full)) for v, _ in runs})
     if not resume:
         planned = {(v.name, s, recipe_key(variant_recipe(v, full))) for v, s in runs}
         records = [r for r in records if run_key(r) not in planned]
@@ -201,10 +123,41 @@ def _run_record(variant: Variant, seed: int, recipe: Recipe, full: bool, data: C
         "variant": variant.name, "group": variant.group, "label": variant.label, "reference": variant.reference,
         "seed": seed, "config": recipe_key(recipe), "reduced": not full, "status": "ok",
         "epochs": recipe.epochs,
-        "train_images": min(recipe.train_limit or len(data.train_images), len(data.train_images)),
-        "test_images": min(recipe.test_limit or len(data.test_images), len(data.test_images)),
+        **_split_sizes(recipe, data),
         "params": count_parameters(model), "flops_per_image": total_flops(model),
     }
+
+
+def _split_sizes(recipe: Recipe, data: Cifar10) -> dict:
+    """How many images a run trains on, chooses on (validation) and reports on (test)."""
+    from .data import validation_indices
+
+    val = len(validation_indices(data.train_labels, recipe.validation))
+    train = len(data.train_labels) - val
+    limit = recipe.test_limit or max(val, len(data.test_labels))
+    return {"train_images": min(recipe.train_limit or train, train), "val_images": min(limit, val),
+            "test_images": min(limit, len(data.test_labels)), "validation": recipe.validation}
+
+
+# A run that predicts (nearly) one class for everything, or scores no better than guessing, has collapsed: it is
+# shown as such and left out of the means, whatever its accuracy.
+COLLAPSED_SHARE = 0.5
+CHANCE_MARGIN = 2.0  # accuracy points above the 10% of guessing
+
+
+def _collapse(model, recipe: Recipe, data: Cifar10, device: torch.device, last: dict) -> dict:
+    """The share of the most predicted class on the validation images, and status "collapsed" if it dominates."""
+    share = None
+    if isinstance(model, torch.nn.Module):
+        from .loader import recipe_loaders
+        from .train import predict
+
+        loaders = recipe_loaders(recipe, data, device=device)
+        probs, _ = predict(model, loaders.val or loaders.test, device=device, amp=recipe.amp)
+        share = float(probs.argmax(1).bincount(minlength=probs.shape[1]).max()) / len(probs)
+    accuracy = last["val_acc"] if "val_acc" in last else last["test_acc"]
+    collapsed = (share is not None and share >= COLLAPSED_SHARE) or accuracy < 10.0 + CHANCE_MARGIN
+    return {"top_class_share": share, **({"status": "collapsed"} if collapsed else {})}
 
 
 def _train_run(variant: Variant, seed: int, recipe: Recipe, full: bool, *, data: Cifar10, device: torch.device,
@@ -215,14 +168,17 @@ def _train_run(variant: Variant, seed: int, recipe: Recipe, full: bool, *, data:
 
     record = _run_record(variant, seed, recipe, full, data)
     try:
-        _, history = (train if train_fn is None else train_fn)(recipe, data=data, seed=seed, device=device,
-                                                                progress=False)
+        model, history = (train if train_fn is None else train_fn)(recipe, data=data, seed=seed, device=device,
+                                                                    progress=False)
         last = history[-1]
-        record.update(test_acc=last["test_acc"], test_acc_tta=last.get("test_acc_tta"),
+        record.update(_collapse(model, recipe, data, device, last))
+        record.update(val_acc=last.get("val_acc"), val_acc_tta=last.get("val_acc_tta"),
+                      test_acc=last["test_acc"], test_acc_tta=last.get("test_acc_tta"),
                       train_seconds=last["train_seconds_total"], epochs_done=len(history),
                       images=round(sum(row["images_per_s"] * row["train_seconds"] for row in history)))
     except TrainingError as err:
-        record.update(status="diverged", error=str(err), test_acc=None, test_acc_tta=None, train_seconds=None,
+        record.update(status="diverged", error=str(err), val_acc=None, val_acc_tta=None, test_acc=None,
+                      test_acc_tta=None, train_seconds=None,
                       epochs_done=None, images=None)
     record.update(device=describe_device(device), torch=torch.__version__,
                   date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -287,6 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_jobs(args, full, shard)
         device = pick_device(args.device)
         out = shard_output(args.out, shard) if args.out else default_output(full, shard)
+        read_records(out)  # a results file that cannot be one is refused before any data or training
         data = load_cifar10(args.data_root)
     except (ValueError, CIFAR10Error, OSError) as err:
         print(f"error: {err}")
@@ -319,8 +276,8 @@ def _print_summary(records: Sequence[dict], groups: Iterable[str] | None) -> Non
 
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         table = summarize_sweep(records, groups)
-        print(table[["group", "label", "runs", "diverged", "test acc % (mean ± std)", "train_seconds_mean"]]
-              .to_string(index=False))
+        print(table[["group", "label", "runs", "collapsed", "diverged", "val_acc_mean", "val_acc_std", "delta",
+                     "delta_low", "delta_high", "verdict"]].round(2).to_string(index=False))
 
 
 def _print_merge(out: Path, groups: Iterable[str] | None) -> int:

@@ -14,8 +14,12 @@ from .checks import unknown_names
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-SUMMARY_COLUMNS = ["group", "variant", "label", "runs", "diverged", "test_acc_mean", "test_acc_std", "test_acc_tta_mean",
-                   "test_acc_tta_std", "train_seconds_mean", "flops_per_image", "params", "test acc % (mean ± std)"]
+SUMMARY_COLUMNS = ["group", "variant", "label", "runs", "collapsed", "diverged", "val_acc_mean", "val_acc_std",
+                   "test_acc_mean", "test_acc_std", "paired_seeds", "delta", "delta_low", "delta_high", "verdict",
+                   "train_seconds_mean", "flops_per_image", "params"]
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (any statistics table); 1.96 beyond.
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 
 def _check_one_mode(records: Sequence[dict]) -> None:
@@ -43,47 +47,44 @@ def group_runs(records: Sequence[dict], groups: Iterable[str] | None = None) -> 
     return rows
 
 
-def summarize_sweep(records: Sequence[dict], groups: Iterable[str] | None = None) -> pd.DataFrame:
-    """Mean ± std of test accuracy (and flip-TTA accuracy, training seconds) per group and variant (notebook 05).
+def summarize_sweep(records: Sequence[dict], groups: Iterable[str] | None = None, metric: str = "val_acc") -> pd.DataFrame:
+    """Per group and variant: runs, collapsed and diverged counts, mean ± std, paired Δ vs the reference (notebook 05).
 
-    Only groups with at least one recorded variant appear. Diverged runs are counted in
-    `diverged` and left out of the means. `verdict` compares each variant with its
-    group's reference.
+    Verdicts are made on `metric` (validation accuracy): the difference from the group's
+    reference over the seeds both ran, with a 95% t-interval; "within noise" where the
+    interval spans zero. Collapsed and diverged runs are counted, never averaged in.
     """
     rows = group_runs(records, groups)
     frame = pd.DataFrame(rows)
     if rows:
         frame = frame[frame.groupby("group")["is_reference"].transform(lambda s: (~s).any())]
     if frame.empty:  # no records, or e.g. a shard that holds only reference runs so far
-        return pd.DataFrame(columns=SUMMARY_COLUMNS + ["delta_vs_reference", "verdict"])
-    keys = ["group", "order", "variant"]
-    table = pd.DataFrame([_variant_row(runs) | dict(zip(keys, key)) for key, runs in frame.groupby(keys, sort=False)])
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    table = []
+    for (group, order, variant), runs in frame.groupby(["group", "order", "variant"], sort=False):
+        reference = frame[(frame["group"] == group) & (frame["order"] == 0)]
+        row = {"group": group, "order": order, "variant": variant, **_variant_row(runs, metric)}
+        table.append(row | paired_difference(runs, reference, metric, is_reference=order == 0))
     position = {g: i for i, g in enumerate(GROUPS)}
-    table = table.sort_values(["group", "order"], key=lambda s: s.map(position) if s.name == "group" else s)
-    table = table.reset_index(drop=True)
-    deltas, verdicts = [], []
-    for _, row in table.iterrows():
-        ref = table[(table["group"] == row["group"]) & (table["order"] == 0)]
-        delta, verdict = _verdict(row, ref.iloc[0]) if len(ref) else (float("nan"), "no reference run yet")
-        deltas.append(delta)
-        verdicts.append(verdict)
-    table["delta_vs_reference"] = deltas
-    table["verdict"] = verdicts
-    return table[SUMMARY_COLUMNS + ["delta_vs_reference", "verdict"]]
+    table = pd.DataFrame(table).sort_values(["group", "order"], key=lambda s: s.map(position) if s.name == "group" else s)
+    return table.reset_index(drop=True)[SUMMARY_COLUMNS]
 
 
-def _variant_row(runs: pd.DataFrame) -> dict:
+def _ok(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[runs["status"] == "ok"]
+
+
+def _variant_row(runs: pd.DataFrame, metric: str) -> dict:
     """The summary of one variant's runs in one group: counts, means and spreads over seeds, its cost."""
-    ok = runs[runs["status"] == "ok"]
-    acc = pd.to_numeric(ok["test_acc"], errors="coerce")
-    tta = pd.to_numeric(ok["test_acc_tta"], errors="coerce")
-    mean, std = acc.mean(), _spread(acc)
+    ok = _ok(runs)
+    acc = pd.to_numeric(ok.get(metric), errors="coerce") if metric in ok else pd.Series(dtype=float)
+    test = pd.to_numeric(ok["test_acc"], errors="coerce")
     return {
-        "label": runs["label"].iloc[0], "runs": len(runs), "diverged": int((runs["status"] != "ok").sum()),
-        "test_acc_mean": mean, "test_acc_std": std, "test_acc_tta_mean": tta.mean(), "test_acc_tta_std": _spread(tta),
-        "train_seconds_mean": pd.to_numeric(ok["train_seconds"], errors="coerce").mean(),
+        "label": runs["label"].iloc[0], "runs": len(runs), "collapsed": int((runs["status"] == "collapsed").sum()),
+        "diverged": int((runs["status"] == "diverged").sum()),
+        f"{metric}_mean": acc.mean(), f"{metric}_std": _spread(acc), "test_acc_mean": test.mean(),
+        "test_acc_std": _spread(test), "train_seconds_mean": pd.to_numeric(ok["train_seconds"], errors="coerce").mean(),
         "flops_per_image": runs["flops_per_image"].iloc[0], "params": runs["params"].iloc[0],
-        "test acc % (mean ± std)": _mean_std(mean, std, len(acc)),
     }
 
 
@@ -92,29 +93,32 @@ def _spread(values: pd.Series) -> float:
     return values.std(ddof=1) if len(values) > 1 else float("nan")
 
 
-def _verdict(row: pd.Series, ref: pd.Series) -> tuple[float, str]:
-    """Difference from the reference and whether it exceeds twice the seeds' combined spread."""
-    if row["order"] == 0:
-        return 0.0, "reference"
-    delta = row["test_acc_mean"] - ref["test_acc_mean"]
-    if math.isnan(delta):
-        return delta, "diverged"
-    noise = math.hypot(row["test_acc_std"], ref["test_acc_std"])
-    if math.isnan(noise):
-        return delta, "one seed: no spread to compare with"
-    if abs(delta) > 2 * noise:
-        return delta, "better" if delta > 0 else "worse"
-    return delta, "within noise"
+def paired_difference(runs: pd.DataFrame, reference: pd.DataFrame, metric: str = "val_acc",
+                      is_reference: bool = False) -> dict:
+    """Mean of (variant - reference) over the seeds both ran without collapsing, its 95% t-interval, a verdict (notebook 05)."""
+    if is_reference:
+        return {"paired_seeds": len(_ok(runs)), "delta": 0.0, "delta_low": 0.0, "delta_high": 0.0, "verdict": "reference"}
+    mine = _ok(runs).set_index("seed")[metric].astype(float)
+    theirs = _ok(reference).set_index("seed")[metric].astype(float)
+    seeds = mine.index.intersection(theirs.index)
+    diff = (mine[seeds] - theirs[seeds]).to_numpy()
+    n = len(diff)
+    if n == 0:
+        verdict = ("no reference run yet" if reference.empty else "collapsed or diverged" if mine.empty
+                   else "no paired seeds")
+        return {"paired_seeds": 0, "delta": math.nan, "delta_low": math.nan, "delta_high": math.nan, "verdict": verdict}
+    mean = float(diff.mean())
+    if n == 1:
+        return {"paired_seeds": 1, "delta": mean, "delta_low": math.nan, "delta_high": math.nan,
+                "verdict": "one seed: no interval"}
+    half = (_T95[n - 2] if n - 1 <= len(_T95) else 1.96) * float(diff.std(ddof=1)) / math.sqrt(n)
+    low, high = mean - half, mean + half
+    verdict = "within noise" if low <= 0 <= high else ("better" if low > 0 else "worse")
+    return {"paired_seeds": n, "delta": mean, "delta_low": low, "delta_high": high, "verdict": verdict}
 
 
-def _mean_std(mean: float, std: float, n: int) -> str:
-    if n == 0 or math.isnan(mean):
-        return "diverged"
-    return f"{mean:.2f}" if n == 1 or math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
-
-
-def plot_sweep(records: Sequence[dict], groups: Iterable[str] | None = None, ncols: int = 3, metric: str = "test_acc") -> Figure:
-    """Bar chart per group: mean test accuracy per variant, ±1 std error bars over seeds, a dotted chance line (notebook 05)."""
+def plot_sweep(records: Sequence[dict], groups: Iterable[str] | None = None, ncols: int = 3, metric: str = "val_acc") -> Figure:
+    """Bar chart per group: mean accuracy per variant, ±1 std error bars over seeds, a dotted chance line (notebook 05)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
@@ -134,9 +138,8 @@ def plot_sweep(records: Sequence[dict], groups: Iterable[str] | None = None, nco
         sns.barplot(data=part, x="label", y=metric, hue="is_reference", errorbar="sd", capsize=0.15, ax=ax,
                     palette={True: "#9e9e9e", False: "#4c72b0"}, legend=False)
         sns.stripplot(data=part, x="label", y=metric, color="black", size=3, ax=ax)
-        if metric.startswith("test_acc"):
-            ax.axhline(10.0, color="gray", ls=":", lw=1)  # chance: one class in ten
-        ax.set(title=GROUPS[g].title, xlabel="", ylabel="test accuracy (%)" if metric.startswith("test_acc") else metric)
+        ax.axhline(10.0, color="gray", ls=":", lw=1)  # chance: one class in ten
+        ax.set(title=GROUPS[g].title, xlabel="", ylabel=f"{metric.split('_')[0]} accuracy (%)")
         ax.tick_params(axis="x", labelrotation=20)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(shown):]:

@@ -44,7 +44,7 @@ class History(list):
     """Per-epoch records (dicts) of a run, with a few conveniences (notebook 03's fit and train)."""
 
     def column(self, key: str) -> list:
-        """One metric across epochs, e.g. history.column('test_acc')."""
+        """One metric across epochs, e.g. history.column('val_acc')."""
         return [row[key] for row in self]
 
     @property
@@ -143,8 +143,8 @@ def predict(model: nn.Module, loader: Iterable, *, tta: bool = False, device: to
     return torch.cat(probs).cpu(), torch.cat(labels).cpu()
 
 
-def evaluate(model: nn.Module, loader: Iterable, recipe: Recipe, device: torch.device) -> dict:
-    """Test loss (the recipe's loss, no smoothing) and accuracy, plus flip-TTA accuracy if the recipe asks (notebook 03's fit)."""
+def evaluate(model: nn.Module, loader: Iterable, recipe: Recipe, device: torch.device, split: str = "val") -> dict:
+    """Loss (the recipe's, no smoothing), accuracy and flip-TTA accuracy on a split, keys named after it (notebook 03's fit)."""
     sums = torch.zeros(4, dtype=torch.float64)  # loss, correct, correct with TTA, images
     for logits, logits_flip, y in _eval_outputs(model, loader, device, amp_dtype(recipe.amp, device), recipe.tta):
         sums[0] += compute_loss(recipe.loss, logits, y).item() * len(y)
@@ -153,9 +153,9 @@ def evaluate(model: nn.Module, loader: Iterable, recipe: Recipe, device: torch.d
             sums[2] += ((logits.softmax(1) + logits_flip.softmax(1)).argmax(1) == y).sum().item()
         sums[3] += len(y)
     loss_sum, correct, correct_tta, n = dist.all_reduce_sum(sums.to(device)).tolist()  # each process scored its share
-    out = {"test_loss": loss_sum / n, "test_acc": 100.0 * correct / n}
+    out = {f"{split}_loss": loss_sum / n, f"{split}_acc": 100.0 * correct / n}
     if recipe.tta:
-        out["test_acc_tta"] = 100.0 * correct_tta / n
+        out[f"{split}_acc_tta"] = 100.0 * correct_tta / n
     return out
 
 
@@ -174,9 +174,10 @@ class _Run:
     dtype: torch.dtype | None
     device: torch.device
     recipe: Recipe
+    seed: int | None
 
     @classmethod
-    def start(cls, model: nn.Module, recipe: Recipe, device: torch.device, steps_per_epoch: int) -> _Run:
+    def start(cls, model: nn.Module, recipe: Recipe, device: torch.device, steps_per_epoch: int, seed: int | None) -> _Run:
         model.to(device)
         if recipe.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -187,7 +188,7 @@ class _Run:
         step_model = dist.wrap_model(model, device)
         if recipe.compile:
             step_model = torch.compile(step_model)
-        return cls(model, step_model, optimizer, scheduler, scaler, dtype, device, recipe)
+        return cls(model, step_model, optimizer, scheduler, scaler, dtype, device, recipe, seed)
 
     def state(self, history: History) -> dict:
         """The checkpoint of this run after the last epoch of `history`."""
@@ -195,7 +196,8 @@ class _Run:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rngs[0],
                 "rng_per_rank": rngs, "processes": dist.world_size(), "history": list(history),
-                "epoch": len(history), "model_config": model_config(self.model), "recipe": self.recipe.to_dict()}
+                "epoch": len(history), "model_config": model_config(self.model), "recipe": self.recipe.to_dict(),
+                "seed": self.seed}
 
     def resume(self, checkpoint: Path) -> History:
         """Load a checkpoint into this run; returns the history it holds."""
@@ -223,7 +225,13 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
     """Forward, loss, zero_grad, backward, step: the hand-written loop's five steps; returns (loss, logits)."""
     with autocast(run.device, run.dtype):
         logits = run.step_model(x)
-    loss = compute_loss(run.recipe.loss, logits, y, run.recipe.label_smoothing)
+    try:
+        loss = compute_loss(run.recipe.loss, logits, y, run.recipe.label_smoothing)
+    except RuntimeError as err:  # binary_cross_entropy refuses NaN probabilities instead of returning NaN
+        if torch.isfinite(logits).all():
+            raise
+        raise TrainingError(f"the model's outputs became non-finite ({err}); lower the learning rate, add warm-up, "
+                            f"or switch off fp16") from err
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
     run.scaler.step(run.optimizer)
@@ -273,9 +281,12 @@ def train_one_epoch(run: _Run, loader: Iterable, epoch: int, progress: bool = Tr
 def fit(
     model: nn.Module,
     train_loader: Iterable,
-    test_loader: Iterable,
+    val_loader: Iterable,
     recipe: Recipe,
     *,
+    test_loader: Iterable | None = None,
+    monitor: str = "val",
+    seed: int | None = None,
     device: torch.device | str | None = None,
     checkpoint: str | os.PathLike | None = None,
     resume: bool = False,
@@ -287,16 +298,20 @@ def fit(
 
     The recipe gives the optimisation (optimiser, schedule, loss, precision, epochs, TTA); the
     loaders give the data, already batched, augmented and in the recipe's memory format
-    (`helpers.loader.recipe_loaders` builds both from a recipe). Returns a History of per-epoch
-    dicts: epoch, lr, train_loss, train_acc, test_loss, test_acc (and test_acc_tta),
-    train_seconds (this epoch, evaluation excluded), train_seconds_total and images_per_s.
+    (`helpers.loader.recipe_loaders` builds them from a recipe). `val_loader` is scored after every
+    epoch, its metrics named after `monitor` ("val"; "test" for a benchmark that monitors the test
+    set); `test_loader`, if given, once when the last epoch is done. Returns a History of per-epoch
+    dicts: epoch, lr, train_loss, train_acc, val_loss, val_acc (and val_acc_tta), train_seconds
+    (this epoch, evaluation excluded), train_seconds_total and images_per_s; the last row also
+    holds test_loss, test_acc (and test_acc_tta).
     `checkpoint` is a file written atomically every epoch; `resume=True` continues from it.
-    `stop_after` ends the run after that many epochs (to demonstrate resuming).
+    `stop_after` ends the run after that many epochs (to demonstrate resuming). `seed`, if given, is
+    written into the checkpoint so that a resume can check it continues the same run.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if len(train_loader) == 0:
         raise ValueError("the training loader yields no batches: is the batch size larger than the data?")
-    run = _Run.start(model, recipe, device, len(train_loader))
+    run = _Run.start(model, recipe, device, len(train_loader), seed)
     resuming = resume and checkpoint is not None and Path(checkpoint).is_file()
     history = run.resume(Path(checkpoint)) if resuming else History()
     first = len(history)
@@ -307,11 +322,13 @@ def fit(
         history.append({
             "epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"],
             "train_loss": trained["train_loss"], "train_acc": trained["train_acc"],
-            **evaluate(model, test_loader, recipe, device),
+            **evaluate(model, val_loader, recipe, device, monitor),
             "train_seconds": trained["train_seconds"],
             "train_seconds_total": history.last.get("train_seconds_total", 0.0) + trained["train_seconds"],
             "images_per_s": trained["images_per_s"],
         })
+        if test_loader is not None and epoch + 1 == recipe.epochs:
+            history.last.update(evaluate(model, test_loader, recipe, device, "test"))  # reported, never chosen on
         _end_of_epoch(run, history, checkpoint, callbacks)
         if stop_after is not None and epoch + 1 - first >= stop_after:
             break
@@ -350,8 +367,12 @@ def train(recipe: Recipe | str = "cpu", *, data=None, seed: int = 0, device: tor
     model = build_model(recipe.model, **recipe.model_overrides)  # the same initial weights in every process
     if dist.world_size() > 1:
         seed_everything(seed + dist.rank())  # but different dropout masks
-    train_loader, test_loader = recipe_loaders(recipe, data, device=device, seed=seed)
-    return model, fit(model, train_loader, test_loader, recipe, device=device, **fit_options)
+    loaders = recipe_loaders(recipe, data, device=device, seed=seed)
+    if loaders.val is None:  # no validation split: monitor the test set, as a time-to-accuracy benchmark does
+        return model, fit(model, loaders.train, loaders.test, recipe, monitor="test", seed=seed, device=device,
+                          **fit_options)
+    return model, fit(model, loaders.train, loaders.val, recipe, test_loader=loaders.test, seed=seed, device=device,
+                      **fit_options)
 
 
 if __name__ == "__main__":

@@ -78,3 +78,25 @@ def test_regenerate_dry_run_plans_and_refuses_cpu_full_mode(tmp_path, monkeypatc
     reduced = subprocess.run([*cmd, "--dry-run", "--parts", "readme"], capture_output=True, text=True,
                              env={**env, "ALEXNET_REDUCED": "1"}, cwd=REPO)
     assert reduced.returncode == 0 and "mode: reduced; parts to run: readme" in reduced.stdout
+
+
+def test_profile_categories_name_the_operators():
+    from profile_epoch import category
+
+    assert category("aten::mkldnn_convolution") == category("aten::convolution_backward") == "convolution"
+    assert category("aten::addmm") == "fully connected" and category("aten::native_batch_norm") == "batch norm"
+    assert category("aten::max_pool2d_with_indices") == "pooling" and category("aten::something_new") == "other"
+
+
+def test_every_recipe_search_idea_is_one_valid_change_of_the_base():
+    import recipe_search
+
+    base = recipe_search.idea_recipe("base").to_dict()
+    assert base["epochs"] == recipe_search.BASE_EPOCHS and base["validation"] == 0.1
+    for name in recipe_search.IDEAS:
+        changed = {k for k, v in recipe_search.idea_recipe(name).to_dict().items() if v != base[k]}
+        assert changed <= {"epochs", "batch_size", "lr", "warmup", "label_smoothing", "model_overrides", "weight_decay",
+                           "amp"}, name
+        assert len(changed - {"lr"}) <= 1 or name == "batch_512" or name == "batch_128", name
+    with pytest.raises(ValueError, match="unknown idea 'magic'"):
+        recipe_search.idea_recipe("magic")

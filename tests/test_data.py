@@ -129,3 +129,72 @@ def test_fixture_helper_is_deterministic(tmp_path):
     a = load_cifar10(make_cifar_folder(tmp_path / "a"), download=False, cache=False)
     b = load_cifar10(make_cifar_folder(tmp_path / "b"), download=False, cache=False)
     assert torch.equal(a.train_images, b.train_images)
+
+
+def test_validation_split_is_stratified_disjoint_and_fixed():
+    labels = torch.arange(1000) % 10
+    val = D.validation_indices(labels, 0.1)
+    assert len(val) == 100 and len(set(val.tolist())) == 100
+    assert torch.bincount(labels[val], minlength=10).tolist() == [10] * 10  # the same share of every class
+    assert torch.equal(val, D.validation_indices(labels, 0.1))  # fixed: no hidden randomness
+    assert not torch.equal(val, D.validation_indices(labels, 0.1, seed=1))
+    assert len(D.validation_indices(labels, 0.0)) == 0
+    for bad in (-0.1, 1.0, 2):
+        with pytest.raises(ValueError, match="validation share"):
+            D.validation_indices(labels, bad)
+
+
+def test_split_validation_cuts_the_training_set_in_two(cifar_root):
+    data = load_cifar10(cifar_root, download=False)
+    train_x, train_y, val_x, val_y = D.split_validation(data, 0.2)
+    assert len(train_x) + len(val_x) == len(data.train_images) and len(train_y) == len(train_x)
+    val = D.validation_indices(data.train_labels, 0.2)
+    assert torch.equal(val_x, data.train_images[val]) and torch.equal(val_y, data.train_labels[val])
+
+
+def _digest(indices: torch.Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(indices.numpy().astype("<i8").tobytes()).hexdigest()[:16]
+
+
+def test_the_split_is_the_same_on_every_machine():
+    # The indices depend only on the labels, the share and the split seed, drawn by NumPy's legacy generator,
+    # whose stream is frozen: this digest was computed once and must never change.
+    assert _digest(D.validation_indices(torch.arange(50_000) % 10)) == "39010c31f7e19609"
+
+
+@pytest.mark.skipif(real_cifar_root() is None, reason="needs the prepared CIFAR-10 copy in $CIFAR10_ROOT")
+def test_the_course_split_of_cifar10_is_45000_and_5000():
+    data = load_cifar10(real_cifar_root(), download=False)
+    val = D.validation_indices(data.train_labels)
+    assert len(val) == 5000 and torch.bincount(data.train_labels[val], minlength=10).tolist() == [500] * 10
+    if D.dataset_label(real_cifar_root()) == "CIFAR-10 (JPEG mirror)":  # the official data orders its labels otherwise
+        assert _digest(val) == "74517e9cc5a18c84"
+
+
+def test_a_cache_with_the_right_stamp_but_foreign_content_is_rebuilt(cifar_root):
+    first = load_cifar10(cifar_root, download=False)
+    cache = cifar_root / D.CACHE_FILE
+    saved = torch.load(cache, weights_only=True)
+    for damage in ({"train_labels": saved["train_labels"] + 20},               # labels out of range
+                   {"test_images": saved["test_images"].float()},             # wrong dtype
+                   {"train_images": saved["train_images"][:, :, :16]},         # wrong shape
+                   {"version": D.CACHE_VERSION - 1}):                          # an older layout
+        torch.save({**saved, **damage}, cache)
+        again = load_cifar10(cifar_root, download=False)
+        assert torch.equal(again.train_labels, first.train_labels) and torch.equal(again.test_images, first.test_images)
+        assert torch.load(cache, weights_only=True)["version"] == D.CACHE_VERSION  # rewritten from the batches
+
+
+def test_an_unwritable_data_folder_means_no_cache_one_warning_and_no_temp_file(cifar_root, monkeypatch):
+    import helpers.files as files
+
+    def refuse(path, write):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(files, "atomic_write", refuse)
+    with pytest.warns(UserWarning, match="could not write the CIFAR-10 cache"):
+        data = load_cifar10(cifar_root, download=False)
+    assert len(data.train_images) == 5 * PER_BATCH
+    assert not (cifar_root / D.CACHE_FILE).exists() and not list(cifar_root.glob("*.tmp"))

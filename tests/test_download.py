@@ -389,3 +389,10 @@ def test_error_mentions_kept_partial_file(server, archive, tmp_path, sleeps):
     with pytest.raises(DownloadError, match=rf"{len(archive) // 2} bytes are kept in a.tgz.part and will be resumed"):
         fetch(f"{base}/a.tgz", tmp_path / "a.tgz", md5(archive), sleeps)
     assert (tmp_path / "a.tgz.part").read_bytes() == archive[: len(archive) // 2]
+
+
+def test_a_mirror_with_another_scheme_is_skipped_with_a_warning_not_fatal(monkeypatch):
+    monkeypatch.setenv("CIFAR10_MIRRORS", "ftp://lab/cifar.tgz file:///srv/cifar.tgz https://lab.example/cifar.tgz")
+    with pytest.warns(UserWarning, match="skipping 'ftp://lab/cifar.tgz'"):
+        urls = mirror_urls(["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"])
+    assert urls == ["https://lab.example/cifar.tgz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"]

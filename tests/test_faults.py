@@ -57,10 +57,11 @@ import helpers.loader as loader
 from helpers.cli import main
 
 marker, gate_epoch, gate_step = os.environ["GATE_MARKER"], int(os.environ["GATE_EPOCH"]), int(os.environ["GATE_STEP"])
-original_loaders = loader.loaders
+original_loaders = loader.recipe_loaders
 
 def gated_loaders(*args, **kwargs):
-    train, test = original_loaders(*args, **kwargs)
+    loaders = original_loaders(*args, **kwargs)
+    train = loaders.train
     base = type(train)
 
     class Gated(base):
@@ -75,9 +76,9 @@ def gated_loaders(*args, **kwargs):
                 yield batch
 
     train.__class__ = Gated
-    return train, test
+    return loaders
 
-loader.loaders = gated_loaders
+loader.recipe_loaders = gated_loaders
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -113,7 +114,7 @@ def wait_for(path: Path, proc: subprocess.Popen, log: Path) -> None:
 @posix_only
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
     epochs, gate_epoch, gate_step = 3, 2, 3
-    cifar_root = make_cifar_folder(tmp_path / "cifar")  # 100 training images: 6 steps of 16 per epoch
+    cifar_root = make_cifar_folder(tmp_path / "cifar")  # 90 of its 100 training images: 5 steps of 16 per epoch
     killed_dir, reference_dir = tmp_path / "killed", tmp_path / "reference"
     marker, log = tmp_path / "inside-epoch-2", tmp_path / "killed.log"
     checkpoint = killed_dir / "checkpoint.pt"
@@ -155,6 +156,27 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert without_timing(histories[0]) == without_timing(histories[1])  # losses and accuracies, exactly
     metrics = [json.loads((d / "metrics.json").read_text()) for d in (killed_dir, reference_dir)]
     assert metrics[0]["test_acc"] == metrics[1]["test_acc"]
+
+
+@posix_only
+def test_ctrl_c_says_where_the_last_checkpoint_is_and_exits_130(tmp_path):
+    cifar_root = make_cifar_folder(tmp_path / "cifar")
+    run_dir, marker, log = tmp_path / "run", tmp_path / "inside-epoch-2", tmp_path / "interrupted.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-c", GATED_CLI, *cli_args(cifar_root, run_dir, 3)], cwd=REPO,
+                                env=child_env(GATE_MARKER=str(marker), GATE_EPOCH="2", GATE_STEP="2"),
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(marker, proc, log)  # epoch 1 is saved and epoch 2 is under way
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C in a terminal sends
+        assert proc.wait(timeout=60) == 130, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert "Traceback" not in text and f"after epoch 1, is {run_dir / 'checkpoint.pt'}" in text and "--resume" in text
+    assert load_checkpoint(run_dir / "checkpoint.pt")["epoch"] == 1
 
 
 # ---------------------------------------------------------------- a crash while writing a checkpoint

@@ -141,12 +141,23 @@ def test_set_epoch_positions_the_next_pass_and_rejects_nonsense():
 def test_recipe_loaders_follow_the_recipe(cifar_root):
     data = load_cifar10(cifar_root, download=False)
     recipe = get_recipe("cpu", reduced=False, batch_size=32, train_limit=70, test_limit=15, augment=False)
-    train, test = recipe_loaders(recipe, data, seed=3)
+    loaders = recipe_loaders(recipe, data, seed=3)
+    train, val, test = loaders
     assert (train.batch_size, train.augment, len(train.images), train.seed) == (32, False, 70, 3)
-    assert len(test.images) == 15 and not test.train
+    assert not val.train and not test.train and len(test.images) == 15
     x, _ = next(iter(train))
     assert x.shape == (32, 3, 32, 32) and x.is_contiguous(memory_format=torch.channels_last)
     upstream = get_recipe("upstream", reduced=False, train_limit=8, test_limit=8, batch_size=4)
-    x, _ = next(iter(recipe_loaders(upstream, data)[0]))
+    x, _ = next(iter(recipe_loaders(upstream, data).train))
     assert x.shape == (4, 3, 227, 227)  # the model's input size decides the resize
-    assert recipe_loaders(upstream, data)[1].batch_size == 1000 * 32 * 32 // 227**2  # one test batch ~ 1000 small images
+    assert recipe_loaders(upstream, data).test.batch_size == 1000 * 32 * 32 // 227**2  # one batch ~ 1000 small images
+
+
+def test_recipe_loaders_hold_out_the_validation_share_and_none_without_it(cifar_root):
+    data = load_cifar10(cifar_root, download=False)
+    loaders = recipe_loaders(get_recipe("cpu", reduced=False, validation=0.2), data)
+    assert len(loaders.train.images) + len(loaders.val.images) == len(data.train_images)
+    seen = {tuple(img.flatten()[:64].tolist()) for img in loaders.train.images}
+    assert not any(tuple(img.flatten()[:64].tolist()) in seen for img in loaders.val.images)  # disjoint
+    whole = recipe_loaders(get_recipe("cpu", reduced=False, validation=0.0), data)
+    assert whole.val is None and len(whole.train.images) == len(data.train_images)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from types import SimpleNamespace
 
 import pytest
@@ -12,23 +13,21 @@ import torch
 from conftest import make_cifar_folder
 
 from helpers import sweep
-from helpers.ablation import BASELINE, GROUPS, select_variants, variant_by_name
+from helpers.ablation import BASELINE, select_variants, variant_by_name, variant_recipe
 from helpers.checks import TrainingError
 from helpers.data import load_cifar10
 from helpers.paths import results_dir, runs_dir
-from helpers.sweep import (
+from helpers.sweep import main, plan_runs, run_sweep
+from helpers.sweep_report import plot_sweep, summarize_sweep
+from helpers.sweep_store import (
     default_output,
     load_records,
-    main,
     merge_shards,
     parse_shard,
-    plan_runs,
     read_records,
-    run_sweep,
     shard_output,
     split_shard,
 )
-from helpers.sweep_report import plot_sweep, summarize_sweep
 from helpers.train import History
 
 
@@ -75,8 +74,8 @@ class FakeTrain:
         self.calls.append((recipe.name, seed))
         if self.diverge and recipe.loss == self.diverge:
             raise TrainingError("the loss became non-finite (nan) at epoch 1, step 3")
-        row = {"test_acc": 50.0 + seed, "test_acc_tta": 51.0 + seed, "train_seconds": 2.0, "train_seconds_total": 2.0,
-               "images_per_s": 512.0}
+        row = {"val_acc": 40.0 + seed, "val_acc_tta": 41.0 + seed, "test_acc": 50.0 + seed, "test_acc_tta": 51.0 + seed,
+               "train_seconds": 2.0, "train_seconds_total": 2.0, "images_per_s": 512.0}
         return None, History([row])
 
 
@@ -90,8 +89,8 @@ def test_sweep_records_resumes_and_survives_divergence(tmp_path):
     saved = read_records(out)
     assert [(r["variant"], r["seed"]) for r in saved] == [(v.name, s) for s in (0, 1) for v in variants]
     first = saved[0]
-    for key in ("variant", "group", "seed", "test_acc", "test_acc_tta", "train_seconds", "epochs", "images", "device",
-                "torch", "date", "reduced", "config", "recipe"):
+    for key in ("variant", "group", "seed", "val_acc", "test_acc", "test_acc_tta", "train_seconds", "epochs", "images",
+                "device", "torch", "date", "reduced", "config", "recipe", "val_images", "top_class_share"):
         assert key in first, key
     assert first["reduced"] is True and first["images"] == 1024 and first["device"].startswith("device=cpu")
     diverged = [r for r in saved if r["status"] == "diverged"]
@@ -103,9 +102,12 @@ def test_sweep_records_resumes_and_survives_divergence(tmp_path):
     assert again.calls == []
     run_sweep(variants, (0, 1), out, full=False, data=fake_data(), progress=False, train_fn=again, resume=False)
     assert len(again.calls) == 6 and len(read_records(out)) == 6
-    # A full-size run of the same variant is a different experiment: not skipped.
+    # A full-size run of the same variant is a different experiment: refused in the same file, never mixed.
     full = FakeTrain()
-    run_sweep([BASELINE], (0,), out, full=True, data=fake_data(), progress=False, train_fn=full)
+    with pytest.raises(ValueError, match="other settings.*never mixes"):
+        run_sweep([BASELINE], (0,), out, full=True, data=fake_data(), progress=False, train_fn=full)
+    assert full.calls == []
+    run_sweep([BASELINE], (0,), tmp_path / "full.json", full=True, data=fake_data(), progress=False, train_fn=full)
     assert len(full.calls) == 1
 
 
@@ -157,7 +159,7 @@ def test_jobs_run_shards_in_parallel_processes_and_merge(sweep_cifar_root, tmp_p
     assert (tmp_path / "sweep-shard1of2.json").is_file() and (tmp_path / "sweep-shard2of2.json").is_file()
     records = read_records(out)
     assert sorted(r["variant"] for r in records) == ["baseline", "no_augment"]
-    assert all(r["status"] == "ok" and r["reduced"] for r in records)
+    assert all(r["status"] in ("ok", "collapsed") and r["reduced"] for r in records)  # tiny data: near chance
     assert main(["--jobs", "0", "--out", str(out)]) == 2 and "--jobs" in capsys.readouterr().out
 
 
@@ -180,42 +182,63 @@ def test_broken_results_file_is_reported(tmp_path):
 def record(variant: str, seed: int, acc: float | None, reduced: bool = True, status: str = "ok") -> dict:
     v = variant_by_name(variant)
     return {"variant": v.name, "group": v.group, "label": v.label, "seed": seed, "config": "x", "reduced": reduced,
-            "status": status, "test_acc": acc, "test_acc_tta": acc, "train_seconds": 1.0, "flops_per_image": 1,
-            "params": 1}
+            "status": status, "val_acc": acc, "test_acc": None if acc is None else acc - 1, "test_acc_tta": acc,
+            "train_seconds": 1.0, "flops_per_image": 1, "params": 1}
 
 
-def test_summary_is_mean_and_std_per_variant_with_the_reference_in_each_group():
-    records = [record("baseline", 0, 80.0), record("baseline", 1, 82.0), record("adam", 0, 70.0), record("adam", 1, 74.0),
-               record("bce_softmax", 0, 78.0), record("bce_softmax", 1, 78.0),
-               record("adam_bce_softmax", 0, 71.0), record("adam_bce_softmax", 1, None, status="diverged")]
+def test_summary_pairs_each_variant_with_its_reference_over_the_same_seeds():
+    records = [record("baseline", s, a) for s, a in ((0, 80.0), (1, 82.0), (2, 81.0))]
+    records += [record("adam", s, a) for s, a in ((0, 70.0), (1, 74.0), (2, 72.0))]
+    records += [record("bce_softmax", s, a) for s, a in ((0, 78.0), (1, 80.0), (2, 79.5))]
+    records += [record("softmax_ce", s, a) for s, a in ((0, 81.0), (1, 81.0), (2, 81.5))]
+    records += [record("adam_bce_softmax", 0, 71.0), record("adam_bce_softmax", 1, None, status="diverged"),
+                record("adam_bce_softmax", 2, 9.8, status="collapsed")]
     table = summarize_sweep(records, ["loss", "loss_adam", "optimizer"])
-    base = table[(table.group == "loss") & (table.variant == "baseline")].iloc[0]
-    assert base.test_acc_mean == pytest.approx(81.0) and base.test_acc_std == pytest.approx(math.sqrt(2))
-    assert base.label == GROUPS["loss"].reference_label and base["test acc % (mean ± std)"] == "81.00 ± 1.41"
-    adam_ref = table[(table.group == "loss_adam") & (table.variant == "adam")].iloc[0]
-    assert adam_ref.test_acc_mean == pytest.approx(72.0)
-    diverged = table[table.variant == "adam_bce_softmax"].iloc[0]
-    assert diverged.diverged == 1 and diverged.runs == 2 and diverged.test_acc_mean == pytest.approx(71.0)
+    row = {f"{r.variant}/{r.group}": r for r in table.itertuples()}
+    base = row["baseline/loss"]
+    assert base.val_acc_mean == pytest.approx(81.0) and base.val_acc_std == pytest.approx(1.0)
+    assert base.test_acc_mean == pytest.approx(80.0) and base.verdict == "reference"
+    # bce_softmax - baseline per seed: -2, -2, -1.5 -> mean -1.833, sd 0.289, t(2) = 4.303: [-2.55, -1.12]: worse.
+    bce = row["bce_softmax/loss"]
+    assert bce.paired_seeds == 3 and bce.delta == pytest.approx(-11 / 6)
+    half = 4.303 * statistics.stdev([-2, -2, -1.5]) / math.sqrt(3)
+    assert (bce.delta_low, bce.delta_high) == (pytest.approx(-11 / 6 - half), pytest.approx(-11 / 6 + half))
+    assert bce.verdict == "worse" and row["adam/optimizer"].verdict == "worse"
+    assert row["softmax_ce/loss"].verdict == "within noise"  # +1, -1, +0.5: the interval spans zero
+    # Diverged and collapsed runs are counted, never averaged in: one seed is left, so no interval.
+    adam_bce = row["adam_bce_softmax/loss_adam"]
+    assert (adam_bce.runs, adam_bce.diverged, adam_bce.collapsed) == (3, 1, 1)
+    assert adam_bce.val_acc_mean == pytest.approx(71.0) and adam_bce.verdict == "one seed: no interval"
     assert list(table.group.unique()) == ["loss", "loss_adam", "optimizer"]
-    # bce_softmax's -3 (78 ± 0 against 81 ± 1.41) exceeds twice the combined spread, 2.83; one seed has no spread.
-    verdicts = dict(zip(table.variant + "/" + table.group, table.verdict))
-    assert verdicts["bce_softmax/loss"] == "worse" and verdicts["baseline/loss"] == "reference"
-    assert verdicts["adam/optimizer"] == "worse" and verdicts["adam_bce_softmax/loss_adam"] == \
-        "one seed: no spread to compare with"
     fig = plot_sweep(records, ["loss", "loss_adam", "optimizer"])
     assert len([ax for ax in fig.axes if ax.has_data()]) == 3
     with pytest.raises(ValueError, match="mix reduced"):
-        summarize_sweep(records + [record("baseline", 2, 90.0, reduced=False)])
+        summarize_sweep(records + [record("baseline", 3, 90.0, reduced=False)])
     with pytest.raises(ValueError, match="unknown group 'colour'"):
         summarize_sweep(records, ["colour"])
+
+
+def test_a_run_that_predicts_one_class_is_recorded_as_collapsed(sweep_cifar_root):
+    data = load_cifar10(sweep_cifar_root, download=False)
+    recipe = variant_recipe(BASELINE, full=False)
+
+    class OneClass(torch.nn.Module):
+        def forward(self, x):
+            return torch.zeros(len(x), 10).index_fill_(1, torch.tensor([3]), 5.0)
+
+    assert sweep._collapse(OneClass(), recipe, data, torch.device("cpu"), {"val_acc": 30.0}) == {
+        "top_class_share": 1.0, "status": "collapsed"}
+    assert sweep._collapse(None, recipe, data, torch.device("cpu"), {"val_acc": 11.0})["status"] == "collapsed"
+    assert "status" not in sweep._collapse(None, recipe, data, torch.device("cpu"), {"val_acc": 40.0})
 
 
 def test_real_training_on_a_tiny_dataset(sweep_cifar_root, tmp_path):
     data = load_cifar10(sweep_cifar_root, download=False)
     variants = [BASELINE, variant_by_name("bce_softmax")]
     records = run_sweep(variants, (0,), tmp_path / "r.json", full=False, data=data, device="cpu", progress=False)
-    assert [r["status"] for r in records] == ["ok", "ok"]
-    assert all(0 <= r["test_acc"] <= 100 and r["train_images"] == len(data.train_images) for r in records)
+    assert {r["status"] for r in records} <= {"ok", "collapsed"} and all(r["top_class_share"] for r in records)
+    assert all(0 <= r["test_acc"] <= 100 and r["train_images"] + r["val_images"] == len(data.train_images)
+               for r in records)
 
 
 def test_cli(tmp_path, capsys, monkeypatch):
@@ -234,3 +257,12 @@ def test_cli(tmp_path, capsys, monkeypatch):
     assert main(["--reduced", "--groups", "loss", "--seeds", "0", "--out", str(tmp_path / "y.json")]) == 0
     out = capsys.readouterr().out
     assert "3 runs (3 variants x 1 seeds)" in out and "BCE on softmax" in out
+
+
+def test_an_out_that_is_a_folder_or_not_json_is_refused_by_name(tmp_path, capsys):
+    assert main(["--reduced", "--groups", "loss", "--out", str(tmp_path)]) == 2
+    assert f"{tmp_path} is a folder" in capsys.readouterr().out
+    binary = tmp_path / "photo.json"
+    binary.write_bytes(bytes(range(256)))
+    assert main(["--reduced", "--groups", "loss", "--out", str(binary)]) == 2
+    assert f"{binary} is not valid JSON" in capsys.readouterr().out and binary.read_bytes() == bytes(range(256))
