@@ -1,0 +1,53 @@
+"""pytest's settings for the whole checkout: notebooks run as a smoke test unless asked otherwise, and need data.
+
+Loaded by `pytest`, `pytest tests`, `pytest --nbval-lax notebooks/` and `pytest notebooks/03_training.ipynb` alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+# Under pytest the default is reduced mode (few epochs on a data subset); ALEXNET_REDUCED=0 asks for full mode.
+# Set when pytest starts, before any notebook kernel: nbval's kernels inherit this process's environment.
+os.environ.setdefault("ALEXNET_REDUCED", "1")
+
+TIMES = Path(__file__).parent / "results" / "notebook_times_cpu.json"
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    notebooks = sorted({Path(item.path).name for item in session.items if Path(item.path).suffix == ".ipynb"})
+    if not notebooks:
+        return
+    from helpers.mode import reduced_mode
+
+    if not reduced_mode():
+        print(f"\nFULL MODE (ALEXNET_REDUCED=0): {full_mode_estimate(notebooks)}")
+    message = data_problem()
+    if message:
+        pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+def full_mode_estimate(notebooks: list[str]) -> str:
+    """What a full-mode run of these notebooks costs, from the measured times in results/ (README)."""
+    recorded = json.loads(TIMES.read_text()) if TIMES.is_file() else {}
+    known = {nb: recorded.get("full_seconds", {}).get(nb[:2]) for nb in notebooks}
+    parts = [f"{nb[:2]}: {'unknown' if s is None else f'{s / 60:.0f} min'}" for nb, s in known.items()]
+    total = sum(s for s in known.values() if s)
+    where = recorded.get("device", "a machine of unknown kind")
+    return (f"the notebooks train at full size; measured on {where}: {', '.join(parts)} "
+            f"(about {total / 60:.0f} min in all, more where unknown). Ctrl-C stops; ALEXNET_REDUCED=1 is the smoke test.")
+
+
+def data_problem() -> str | None:
+    """None when CIFAR-10 is there (or could be downloaded just now); else one message saying what to do."""
+    from helpers.data import CIFAR10Error, load_cifar10
+
+    try:
+        load_cifar10()
+    except CIFAR10Error as err:
+        return f"The notebooks need CIFAR-10, which is not available, so none of them was run.\n{err}"
+    return None

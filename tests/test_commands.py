@@ -1,0 +1,58 @@
+"""The course's own commands as users type them: plain `pytest` runs the notebooks as a smoke test (conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+# A notebook that only reports the mode its kernel sees, placed inside the checkout (runs/ is ignored by git) so
+# that pytest loads the checkout's conftest.py for it, as it does for notebooks/.
+PROBE = {"cells": [{"cell_type": "code", "execution_count": None, "id": "probe", "metadata": {}, "outputs": [],
+                    "source": ["import os\n", "from helpers.mode import reduced_mode\n",
+                               "assert reduced_mode() == (os.environ['EXPECT'] == 'reduced'), os.environ['EXPECT']"]}],
+         "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
+         "nbformat": 4, "nbformat_minor": 5}
+
+
+@pytest.fixture
+def probe_notebook():
+    folder = REPO / "runs" / "test-commands"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"probe_{os.getpid()}.ipynb"
+    path.write_text(json.dumps(PROBE))
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def run_pytest(notebook: Path, **env) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("CI", "ALEXNET_REDUCED", "PYTEST_ADDOPTS")}
+    return subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p", "no:cacheprovider",
+                           "-s", "-q", str(notebook)], cwd=REPO, env={**clean, **env}, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_plain_pytest_runs_notebooks_reduced_and_full_mode_is_one_switch_away(probe_notebook):
+    assert os.environ.get("CIFAR10_ROOT") or (REPO / "data" / "cifar-10-batches-py").is_dir() or pytest.skip("no data")
+    reduced = run_pytest(probe_notebook, EXPECT="reduced")  # the kernel asserts the mode it sees
+    assert reduced.returncode == 0, reduced.stdout + reduced.stderr
+    assert run_pytest(probe_notebook, EXPECT="full").returncode == 1  # the probe can fail
+    full = run_pytest(probe_notebook, ALEXNET_REDUCED="0", EXPECT="full")
+    assert full.returncode == 0, full.stdout + full.stderr
+    assert "FULL MODE (ALEXNET_REDUCED=0): the notebooks train at full size" in full.stdout
+
+
+def test_missing_data_stops_the_session_once_with_what_to_do(probe_notebook, tmp_path):
+    incomplete = tmp_path / "data" / "cifar-10-batches-py"
+    incomplete.mkdir(parents=True)
+    (incomplete / "data_batch_1").write_bytes(b"x")
+    done = run_pytest(probe_notebook, CIFAR10_ROOT=str(tmp_path / "data"), EXPECT="reduced")
+    out = done.stdout + done.stderr
+    assert done.returncode == pytest.ExitCode.USAGE_ERROR, out
+    assert out.count("The notebooks need CIFAR-10") == 1 and "is incomplete" in out and "CIFAR10_ROOT" in out
+    assert "passed" not in out  # not one notebook ran
