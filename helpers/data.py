@@ -289,7 +289,7 @@ def _write_cache(path: Path, stamp: list, tensors: dict) -> None:
 
 
 def validation_indices(labels: torch.Tensor, share: float = VALIDATION, seed: int = SPLIT_SEED) -> torch.Tensor:
-    """Sorted indices of a fixed, class-stratified validation split: `share` of every class's images (notebook 03)."""
+    """Sorted indices of a fixed, class-stratified validation split: `share` of every class's images (split_validation)."""
     if not 0 <= share < 1:
         raise ValueError(f"the validation share must lie in [0, 1), got {share!r}")
     labels = np.asarray(labels)

@@ -261,7 +261,7 @@ def classic_loader(
 
 
 class Loaders(NamedTuple):
-    """A recipe's loaders: train, validation (None without a validation split) and test (notebook 03)."""
+    """A recipe's loaders: train, validation (None without a validation split) and test (notebook 03's recipe_loaders)."""
 
     train: GpuLoader
     val: GpuLoader | None

@@ -95,7 +95,7 @@ def _spread(values: pd.Series) -> float:
 
 def paired_difference(runs: pd.DataFrame, reference: pd.DataFrame, metric: str = "val_acc",
                       is_reference: bool = False) -> dict:
-    """Mean of (variant - reference) over the seeds both ran without collapsing, its 95% t-interval, a verdict (notebook 05)."""
+    """Mean variant - reference over the seeds both ran, its 95% t-interval, a verdict (notebook 05's summarize_sweep)."""
     if is_reference:
         return {"paired_seeds": len(_ok(runs)), "delta": 0.0, "delta_low": 0.0, "delta_high": 0.0, "verdict": "reference"}
     mine = _ok(runs).set_index("seed")[metric].astype(float)

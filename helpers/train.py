@@ -147,6 +147,10 @@ def evaluate(model: nn.Module, loader: Iterable, recipe: Recipe, device: torch.d
     """Loss (the recipe's, no smoothing), accuracy and flip-TTA accuracy on a split, keys named after it (notebook 03's fit)."""
     sums = torch.zeros(4, dtype=torch.float64)  # loss, correct, correct with TTA, images
     for logits, logits_flip, y in _eval_outputs(model, loader, device, amp_dtype(recipe.amp, device), recipe.tta):
+        if not torch.isfinite(logits).all():
+            name = "validation" if split == "val" else split
+            raise TrainingError(f"the model's outputs on the {name} images are not finite: the run diverged; lower the "
+                                f"learning rate, add warm-up, or switch off fp16")
         sums[0] += compute_loss(recipe.loss, logits, y).item() * len(y)
         sums[1] += (logits.argmax(1) == y).sum().item()
         if logits_flip is not None:

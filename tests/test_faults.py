@@ -230,7 +230,7 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
     # ... and it never replaced the previous checkpoint.
     assert_previous_intact(path, digest)
     # The next run on that folder drops the torn temp file and can save again.
-    cli_module.prepare_run_dir(path.parent, resume=True)
+    cli_module.prepare_run_dir(path.parent)
     assert not tmp.exists()
     save_checkpoint(path, {"epoch": 2})
     assert load_checkpoint(path)["epoch"] == 2
