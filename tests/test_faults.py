@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_cifar_folder
 
 import helpers.cli as cli_module
 import helpers.train as train_module
+from conftest import make_cifar_folder
 from helpers.checkpoint import load_checkpoint, save_checkpoint
 from helpers.cli import main
 from helpers.results import without_timing

@@ -9,8 +9,8 @@ import re
 
 import pytest
 import torch
-from conftest import real_cifar_root
 
+from conftest import real_cifar_root
 from helpers.checkpoint import load_checkpoint
 from helpers.cli import main
 from helpers.device import amp_dtype
