@@ -24,13 +24,15 @@ TIMING_KEYS = ("train_seconds", "train_seconds_total", "images_per_s")
 
 
 def describe_run(recipe: Recipe, device: torch.device | str | None = None, history: Sequence[dict] | None = None) -> str:
-    """One line of settings for a printed result: device, recipe, epochs, train/test images (notebooks 03, 04)."""
-    train_images = recipe.train_limit if recipe.train_limit is not None else 50_000
-    test_images = recipe.test_limit if recipe.test_limit is not None else 10_000
+    """One line of settings for a printed result: device, recipe, epochs, train/validation/test images (notebooks 03, 04)."""
+    held_out = round(50_000 * recipe.validation)  # of CIFAR-10's 50,000 training images
+    train_images = min(recipe.train_limit or 50_000, 50_000 - held_out)
+    val_images, test_images = min(recipe.test_limit or held_out, held_out), min(recipe.test_limit or 10_000, 10_000)
     epochs = len(history) if history else recipe.epochs
     where = f"device={torch.device(device).type}, " if device is not None else ""
+    images = f"train images={train_images}, " + (f"validation images={val_images}, " if held_out else "")
     return (f"{where}recipe={recipe.name} (model {recipe.model}), epochs={epochs}/{recipe.epochs}, "
-            f"train images={train_images}, test images={test_images}")
+            f"{images}test images={test_images}")
 
 
 def state_dict_differences(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -72,5 +72,7 @@ def test_time_to_accuracy_plot_has_one_line_per_run():
 def test_describe_run_names_the_settings():
     line = describe_run(get_recipe("cpu", reduced=False, epochs=3, train_limit=1024), "cpu", [{}, {}])
     assert line == ("device=cpu, recipe=cpu (model cifar_alexnet_small), epochs=2/3, train images=1024, "
-                    "test images=10000")
+                    "validation images=5000, test images=10000")
+    whole = describe_run(get_recipe("cpu", reduced=False, validation=0.0))
+    assert whole.endswith("train images=50000, test images=10000")  # no split: all 50,000 train, test monitored
     assert describe_run(get_recipe("upstream", reduced=True)).startswith("recipe=upstream (model upstream_3conv), epochs=2/2")
