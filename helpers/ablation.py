@@ -1,11 +1,4 @@
-"""The ablation study written as data: one-change variants of a baseline recipe, grouped by the question they answer.
-
-Each `Variant` changes ONE thing (a recipe field or a model override) relative to
-its group's reference run, usually the baseline: the `cpu` recipe (a narrow
-CIFAR-native AlexNet at 32x32, one-cycle SGD, crop+flip augmentation).
-`helpers.sweep` trains and records them, `helpers.sweep_report` compares them;
-`python -m helpers.ablation --help` runs the sweep from a terminal (notebook 05).
-"""
+"""The ablation study written as data: one-change variants of a baseline recipe, grouped by the question they answer."""
 
 from __future__ import annotations
 
@@ -75,10 +68,8 @@ VARIANTS: list[Variant] = [
     Variant("dropout_0", "dropout", "no dropout", model_overrides={"dropout": 0.0}),
     Variant("dropout_0.5", "dropout", "dropout 0.5", model_overrides={"dropout": 0.5}),
     Variant("no_augment", "augment", "no augmentation", {"augment": False}),
-    # Upstream's 3-conv AlexNet (paper stem: 11x11 stride-4 conv, 3/2 pools) needs 227x227 input; the
-    # reference is the baseline cut to 3 conv layers at 32x32. Input size and stem change together:
-    # the CIFAR net on 227x227 would carry a 28x28 feature map into its classifier, and the paper stem
-    # on 32x32 would shrink the image to nothing.
+    # Input size and stem change together: the CIFAR net on 227x227 would carry a 28x28 map into its classifier,
+    # and the paper stem (11x11 stride-4 conv, 3/2 pools) on 32x32 would shrink the image to nothing.
     Variant("input_227", "input", "227x227, upstream 3 conv", {"model": "upstream_3conv"}, reference="conv_3"),
     Variant("adam", "optimizer", "Adam 1e-4 constant", dict(_ADAM)),
     Variant("adam_softmax_ce", "loss_adam", "CE after softmax", {**_ADAM, "loss": "softmax_ce"}, reference="adam"),

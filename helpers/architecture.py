@@ -1,7 +1,6 @@
 """Looking inside a model: a layer-by-layer table of output shapes, parameters and FLOPs, and the presets side by side.
 
-FLOPs are what torch's FlopCounterMode reports: 2 x multiply-adds of convs and matmuls;
-biases, activations, norms and poolings count as 0.
+FLOPs are FlopCounterMode's: 2 x multiply-adds of convs and matmuls; biases, activations, norms and poolings count 0.
 """
 
 from __future__ import annotations
@@ -18,11 +17,12 @@ from .models import IN_CHANNELS, PRESETS, build_model, count_parameters, model_m
 
 def summarize(model: nn.Module, input_size: int | None = None) -> list[dict]:
     """One row per leaf layer, in call order: layer, type, output_shape, params, flops per image (notebook 02)."""
-    # Imported here, not at the top: with a CUDA build of torch it loads Triton (tens of MB resident),
-    # which notebooks that never count FLOPs should not carry.
+    # Not at the top: with a CUDA build it loads Triton (tens of MB), which notebooks that never count FLOPs need not carry.
     from torch.utils.flop_counter import FlopCounterMode
 
-    size = _config_input_size(model) if input_size is None else input_size
+    if input_size is None and getattr(model, "config", None) is None:
+        raise ValueError("input_size=None needs a model with a .config; pass input_size explicitly")
+    size = model.config.input_size if input_size is None else input_size
     leaves = {name: module for name, module in model.named_modules() if not any(module.children())}
     shapes: dict[str, tuple[int, ...]] = {}
     hooks = [module.register_forward_hook(_shape_recorder(shapes, name)) for name, module in leaves.items()]
@@ -35,25 +35,9 @@ def summarize(model: nn.Module, input_size: int | None = None) -> list[dict]:
         for hook in hooks:
             hook.remove()
     flops = counter.get_flop_counts()
-    # FlopCounterMode names modules "<ClassName>.<qualified name>"
-    prefix = type(model).__name__
-    return [
-        {
-            "layer": name,
-            "type": type(leaves[name]).__name__,
-            "output_shape": shape,
-            "params": count_parameters(leaves[name]),
-            "flops": int(sum(flops.get(f"{prefix}.{name}", {}).values())),
-        }
-        for name, shape in shapes.items()
-    ]
-
-
-def _config_input_size(model: nn.Module) -> int:
-    config = getattr(model, "config", None)
-    if config is None:
-        raise ValueError("input_size=None needs a model with a .config; pass input_size explicitly")
-    return config.input_size
+    prefix = type(model).__name__  # FlopCounterMode names modules "<ClassName>.<qualified name>"
+    return [{"layer": name, "type": type(leaves[name]).__name__, "output_shape": shape, "params": count_parameters(leaves[name]),
+             "flops": int(sum(flops.get(f"{prefix}.{name}", {}).values()))} for name, shape in shapes.items()]
 
 
 def _shape_recorder(shapes: dict[str, tuple[int, ...]], name: str):
@@ -87,13 +71,7 @@ def preset_table(names: Sequence[str] | None = None) -> pd.DataFrame:
         frame = summary_frame(model)
         params = count_parameters(model)
         fc_params = int(frame.loc[frame["type"] == "Linear", "params"].sum())
-        rows.append({
-            "preset": name,
-            "input": f"{model.config.input_size}x{model.config.input_size}",
-            "conv_layers": len(model.config.conv_channels),
-            "fc_layers": model.config.fc_layers,
-            "params": params,
-            "fc_share_of_params": fc_params / params,
-            "flops": int(frame["flops"].sum()),
-        })
+        rows.append({"preset": name, "input": f"{model.config.input_size}x{model.config.input_size}",
+                     "conv_layers": len(model.config.conv_channels), "fc_layers": model.config.fc_layers, "params": params,
+                     "fc_share_of_params": fc_params / params, "flops": int(frame["flops"].sum())})
     return pd.DataFrame(rows).set_index("preset")

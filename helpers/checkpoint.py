@@ -1,8 +1,4 @@
-"""Checkpoints: everything a run needs to continue bit for bit, written so that a crash never leaves half a file.
-
-A checkpoint holds the model's weights and config, the optimiser, scheduler and gradient-scaler
-state, every random generator (of every process under torchrun), the history so far and the recipe.
-"""
+"""Checkpoints: everything a run needs to continue bit for bit, written so that a crash never leaves half a file."""
 
 from __future__ import annotations
 
@@ -20,18 +16,14 @@ from .files import atomic_torch_save
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     """Write a checkpoint atomically: a temp file renamed into place, so a crash never leaves half a file (notebook 03's engine).
-
-    A failed write (a full disk, a lost mount) removes the temp file, keeps the previous
-    checkpoint and raises a TrainingError naming the path.
     """
     path = Path(path)
     try:
         atomic_torch_save(path, state)
     except OSError as err:
-        raise TrainingError(
-            f"could not write the checkpoint {path} ({err}); the previous checkpoint there, if any, is intact. "
-            f"Free some disk space or write to another disk (--run-dir); a run can resume from the previous checkpoint"
-        ) from err
+        raise TrainingError(f"could not write the checkpoint {path} ({err}); the previous checkpoint there, if any, is intact. "
+                            f"Free some disk space or write to another disk (--run-dir); a run can resume from the previous "
+                            f"checkpoint") from err
 
 
 def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, map_location="cpu") -> dict:
@@ -67,11 +59,9 @@ def check_same_architecture(saved: dict | None, current: dict | None, where: str
     if saved is not None and current is not None and saved != current:
         diff = {k: (saved.get(k), current.get(k)) for k in sorted(set(saved) | set(current))
                 if saved.get(k) != current.get(k)}
-        raise TrainingError(
-            f"{where} holds a different architecture.\n  checkpoint: {saved}\n  this model: {current}\n"
-            f"  differing fields (checkpoint, model): {diff}\n"
-            f"Build the model with the checkpoint's config (helpers.models.config_from_dict) or use a new run folder."
-        )
+        raise TrainingError(f"{where} holds a different architecture.\n  checkpoint: {saved}\n  this model: {current}\n"
+                            f"  differing fields (checkpoint, model): {diff}\nBuild the model with the checkpoint's config "
+                            f"(helpers.models.config_from_dict) or use a new run folder.")
 
 
 def rng_state() -> dict:

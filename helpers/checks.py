@@ -24,6 +24,12 @@ def is_real(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+def at_least(knob: str, value, low: int) -> None:
+    """Raise a ValueError "knob must be at least low, got value" unless value >= low (evaluation and loader checks)."""
+    if value < low:
+        raise ValueError(f"{knob} must be at least {low}, got {value}")
+
+
 def one_of(knob: str, value, allowed: Iterable) -> None:
     """Raise a ValueError naming `knob` and the allowed values unless `value` is one of them (recipe, model and loss checks)."""
     allowed = tuple(allowed)

@@ -1,11 +1,4 @@
-"""The command line: `python -m helpers.train --recipe cpu` trains a recipe and writes a run folder.
-
-Every field of `Recipe` is a flag of its own (`--lr 0.1`, `--batch-size 512`, `--augment/--no-augment`),
-generated from the dataclass, so a new recipe field is a new flag without an edit here; `--set
-field=value` does the same for any field and `--set model.norm=lrn` for a model knob. The recipe is
-validated once, when it is built. The run folder holds config.json, history.json/.csv,
-checkpoint.pt (every epoch, atomically) and metrics.json; `--resume` continues it.
-"""
+"""The command line: `python -m helpers.train --recipe cpu` trains a recipe and writes a run folder."""
 
 from __future__ import annotations
 
@@ -25,7 +18,7 @@ from .recipes import CHOICES, FIELD_HELP, OLD_NAMES, RECIPES, Recipe, get_recipe
 
 # Fields that are not flags of their own: the name comes with --recipe, model knobs with --set model.KNOB=V.
 _NOT_FLAGS = ("name", "model_overrides")
-# The model knobs most often changed get flags of their own too.
+_FLAG_FIELDS = [f.name for f in dataclasses.fields(Recipe) if f.name not in _NOT_FLAGS]
 MODEL_FLAGS = {"norm": (str, "normalisation after each conv layer: none, lrn, batch"),
                "dropout": (float, "dropout before each hidden Linear layer (0 for none)"),
                "width": (float, "multiplier on the conv channel widths"),
@@ -35,17 +28,15 @@ MODEL_FLAGS = {"norm": (str, "normalisation after each conv layer: none, lrn, ba
 def _add_recipe_flags(p: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(Recipe)
     group = p.add_argument_group("recipe fields (default: the recipe's own)")
-    for f in dataclasses.fields(Recipe):
-        if f.name in _NOT_FLAGS:
-            continue
-        flag, kind = "--" + f.name.replace("_", "-"), hints[f.name]
+    for name in _FLAG_FIELDS:
+        flag, kind = "--" + name.replace("_", "-"), hints[name]
         if kind is bool:
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=FIELD_HELP[f.name])
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=FIELD_HELP[name])
         elif typing.get_origin(kind) is tuple:
-            group.add_argument(flag, type=float, nargs=len(typing.get_args(kind)), help=FIELD_HELP[f.name])
+            group.add_argument(flag, type=float, nargs=len(typing.get_args(kind)), help=FIELD_HELP[name])
         else:
             scalar = next(t for t in (int, float, str) if kind is t or t in typing.get_args(kind))
-            group.add_argument(flag, type=scalar, choices=CHOICES.get(f.name), help=FIELD_HELP[f.name])
+            group.add_argument(flag, type=scalar, choices=CHOICES.get(name), help=FIELD_HELP[name])
     for knob, (kind, text) in MODEL_FLAGS.items():
         p.add_argument("--" + knob.replace("_", "-"), type=kind, help=f"model knob: {text}")
     p.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
@@ -55,12 +46,10 @@ def _add_recipe_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `python -m helpers.train` (README)."""
-    p = argparse.ArgumentParser(
-        prog="python -m helpers.train",
-        description="Train an AlexNet-family model on CIFAR-10 with a named recipe. Writes a run folder with "
-                    "config.json, history.json/.csv, checkpoint.pt and metrics.json; --resume continues it. "
-                    "Reduced mode (CI=true or ALEXNET_REDUCED=1) shrinks epochs and data.",
-    )
+    p = argparse.ArgumentParser(prog="python -m helpers.train", description=(
+        "Train an AlexNet-family model on CIFAR-10 with a named recipe. Writes a run folder with config.json, "
+        "history.json/.csv, checkpoint.pt and metrics.json; --resume continues it. Reduced mode (CI=true or "
+        "ALEXNET_REDUCED=1) shrinks epochs and data."))
     p.add_argument("--recipe", choices=[*RECIPES, *OLD_NAMES], help="named recipe (default: 'gpu' on CUDA, else 'cpu')")
     _add_recipe_flags(p)
     p.add_argument("--seed", type=int, help="random seed (default 0; with --resume, the checkpoint's)")
@@ -91,8 +80,7 @@ def parse_settings(items: Sequence[str]) -> dict:
 
 def recipe_from_args(args: argparse.Namespace, device_type: str) -> Recipe:
     """The recipe the flags ask for: the named recipe with every given field and model knob changed (README)."""
-    hints = typing.get_type_hints(Recipe)
-    fields = {f: getattr(args, f) for f in hints if f not in _NOT_FLAGS and getattr(args, f, None) is not None}
+    fields = {f: getattr(args, f) for f in _FLAG_FIELDS if getattr(args, f, None) is not None}
     if fields.get("betas") is not None:
         fields["betas"] = tuple(fields["betas"])
     knobs = {k: getattr(args, k) for k in MODEL_FLAGS if getattr(args, k) is not None}
@@ -120,9 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _explicit(args: argparse.Namespace) -> bool:
     """Whether the command names any setting of the run: a recipe, a field, a model knob, --set or --seed."""
-    fields = [f for f in typing.get_type_hints(Recipe) if f not in _NOT_FLAGS]
     return (args.recipe is not None or args.seed is not None or bool(args.set)
-            or any(getattr(args, name, None) is not None for name in [*fields, *MODEL_FLAGS]))
+            or any(getattr(args, name, None) is not None for name in [*_FLAG_FIELDS, *MODEL_FLAGS]))
 
 
 def resume_settings(checkpoint: Path, recipe: Recipe, seed: int, explicit: bool) -> tuple[Recipe, int]:

@@ -1,9 +1,4 @@
-"""CIFAR-10: loading (official download or an existing copy), checks, caching, and fast batches.
-
-Images are kept as uint8 tensors of shape (N, 3, 32, 32), PyTorch's channel-first
-layout, with int64 labels in 0..9. Everything heavier than that (float conversion,
-augmentation, normalisation, resizing) happens per batch on the training device.
-"""
+"""CIFAR-10: loading (official download or an existing copy), checks, caching, and fast batches."""
 
 from __future__ import annotations
 
@@ -30,8 +25,7 @@ TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILES = ("test_batch",)
 META_FILE = "batches.meta"
 CACHE_FILE = "cifar10-uint8.pt"
-# The official archive (the one torchvision uses). helpers.download fetches it, or a copy named in
-# $CIFAR10_MIRRORS, and accepts only a file with this md5.
+# The official archive (torchvision's); a copy from $CIFAR10_MIRRORS is accepted only with this md5.
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE = "cifar-10-python.tar.gz"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -66,12 +60,7 @@ def default_root() -> Path:
 
 
 def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, cache: bool = True) -> Cifar10:
-    """Load both CIFAR-10 splits from `root/cifar-10-batches-py`, downloading it if allowed (notebook 01).
-
-    `root` defaults to `default_root()`. An existing folder is read as it is, whether it
-    holds the official batches or the JPEG mirror made by prepare_cifar10.py. A
-    cached tensor file beside it makes the second load fast.
-    """
+    """Load both CIFAR-10 splits from `root/cifar-10-batches-py`, downloading it if allowed (notebook 01)."""
     root = _check_root(Path(root).expanduser() if root is not None else default_root())
     folder = root / FOLDER
     files = [folder / name for name in (*TRAIN_FILES, *TEST_FILES, META_FILE)]
@@ -95,10 +84,7 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, c
     classes = read_meta(folder / META_FILE)
     train_images, train_labels = _read_split([folder / n for n in TRAIN_FILES])
     test_images, test_labels = _read_split([folder / n for n in TEST_FILES])
-    tensors = {
-        "train_images": train_images, "train_labels": train_labels,
-        "test_images": test_images, "test_labels": test_labels,
-    }
+    tensors = {"train_images": train_images, "train_labels": train_labels, "test_images": test_images, "test_labels": test_labels}
     if cache:
         _write_cache(cache_path, stamp, tensors)
     return Cifar10(**tensors, classes=classes, root=root)
@@ -118,10 +104,8 @@ def _missing(files: list[Path]) -> list[str]:
     """Names of the batch files that are not there; a half-present folder is an error naming them."""
     missing = [p.name for p in files if not p.is_file()]
     if missing and len(missing) < len(files) and files[0].parent.is_dir():
-        raise CIFAR10Error(
-            f"{files[0].parent} is incomplete: missing {', '.join(missing)}. "
-            f"Delete the folder and load again to download a fresh copy, or point CIFAR10_ROOT at a complete one."
-        )
+        raise CIFAR10Error(f"{files[0].parent} is incomplete: missing {', '.join(missing)}. Delete the folder and load "
+                           f"again to download a fresh copy, or point CIFAR10_ROOT at a complete one.")
     return missing
 
 
@@ -140,9 +124,6 @@ def dataset_label(root: str | os.PathLike | None = None) -> str:
 
 def download_cifar10(root: str | os.PathLike, urls: list[str] | None = None, md5: str | None = None) -> None:
     """Download the archive (mirrors, retries, resume, md5 check) and unpack it safely into `root` (notebook 01's load_cifar10).
-
-    URLs are tried in order: those in $CIFAR10_MIRRORS, then `urls` (default: the official URL).
-    `md5` defaults to ARCHIVE_MD5. The verified archive stays in `root`, so a second call only unpacks.
     """
     import tarfile
 
@@ -162,41 +143,35 @@ def download_cifar10(root: str | os.PathLike, urls: list[str] | None = None, md5
 
 
 def _missing_message(folder: Path, why: str) -> str:
-    return (
-        f"CIFAR-10 was not found in {folder} and {why}.\n"
-        f"Fix it in one of two ways:\n"
-        f"  1. with internet access: call load_cifar10(download=True) (the default) to fetch the official archive "
-        f"(163 MB) into {folder.parent};\n"
-        f"  2. without it: set CIFAR10_ROOT (or pass root=) to a folder that already holds "
-        f"cifar-10-batches-py/ (the official batches, or a copy made by prepare_cifar10.py)."
-    )
+    return (f"CIFAR-10 was not found in {folder} and {why}.\nFix it in one of two ways:\n"
+            f"  1. with internet access: call load_cifar10(download=True) (the default) to fetch the official archive "
+            f"(163 MB) into {folder.parent};\n  2. without it: set CIFAR10_ROOT (or pass root=) to a folder that already "
+            f"holds cifar-10-batches-py/ (the official batches, or a copy made by prepare_cifar10.py).")
 
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """Read one pickled CIFAR-10 batch file and check it; returns (N,3,32,32) uint8 and labels (notebook 01's load_cifar10)."""
-    batch = _unpickle(path, "a CIFAR-10 batch")
+    batch, repair = _unpickle(path, "a CIFAR-10 batch"), _repair(path)
     if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
         keys = sorted(map(str, batch)) if isinstance(batch, dict) else type(batch).__name__
-        raise CIFAR10Error(f"{path}: not a CIFAR-10 batch: expected a dict with 'data' and 'labels', found {keys}. "
-                           f"{_REPAIR.format(folder=path.parent)}")
+        raise CIFAR10Error(f"{path}: not a CIFAR-10 batch: expected a dict with 'data' and 'labels', found {keys}. {repair}")
     data, labels = _as_array(path, "data", batch["data"]), _as_array(path, "labels", batch["labels"])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) == 0:
         raise CIFAR10Error(f"{path}: 'data' has shape {data.shape} and dtype {data.dtype}; expected (N, 3072) uint8 with "
-                           f"N >= 1 (one 32x32 RGB image per row). {_REPAIR.format(folder=path.parent)}")
+                           f"N >= 1 (one 32x32 RGB image per row). {repair}")
     if labels.shape != (data.shape[0],):
         raise CIFAR10Error(f"{path}: {data.shape[0]} images but {labels.size} labels (shape {labels.shape}); the file is "
-                           f"inconsistent. "
-                           f"{_REPAIR.format(folder=path.parent)}")
+                           f"inconsistent. {repair}")
     if labels.dtype.kind not in "iu":
-        raise CIFAR10Error(f"{path}: labels must be whole numbers, found dtype {labels.dtype}. "
-                           f"{_REPAIR.format(folder=path.parent)}")
+        raise CIFAR10Error(f"{path}: labels must be whole numbers, found dtype {labels.dtype}. {repair}")
     if labels.min() < 0 or labels.max() > 9:
         bad = sorted({int(v) for v in labels if not 0 <= v <= 9})[:5]
-        raise CIFAR10Error(f"{path}: labels must lie in 0..9, found {bad}. {_REPAIR.format(folder=path.parent)}")
+        raise CIFAR10Error(f"{path}: labels must lie in 0..9, found {bad}. {repair}")
     return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
 
 
-_REPAIR = "Delete {folder} and load again (or rerun prepare_cifar10.py)."
+def _repair(path: Path) -> str:
+    return f"Delete {path.parent} and load again (or rerun prepare_cifar10.py)."
 
 
 def _unpickle(path: Path, what: str):
@@ -208,17 +183,16 @@ def _unpickle(path: Path, what: str):
         raise CIFAR10Error(f"{path}: cannot be read ({err}).") from err
     except Exception as err:  # pickle raises almost anything on arbitrary bytes (MemoryError, OverflowError, ...)
         raise CIFAR10Error(f"{path}: cannot be read as {what} ({type(err).__name__}: {str(err)[:200]}); the file is "
-                           f"truncated or corrupt. {_REPAIR.format(folder=path.parent)}") from err
+                           f"truncated or corrupt. {_repair(path)}") from err
 
 
 def _as_array(path: Path, key: str, value) -> np.ndarray:
     try:
         array = np.asarray(value)
     except Exception as err:  # ragged lists, objects numpy cannot hold
-        raise CIFAR10Error(f"{path}: '{key}' is not an array ({type(err).__name__}). "
-                           f"{_REPAIR.format(folder=path.parent)}") from err
+        raise CIFAR10Error(f"{path}: '{key}' is not an array ({type(err).__name__}). {_repair(path)}") from err
     if array.dtype == object:
-        raise CIFAR10Error(f"{path}: '{key}' holds Python objects, not numbers. {_REPAIR.format(folder=path.parent)}")
+        raise CIFAR10Error(f"{path}: '{key}' holds Python objects, not numbers. {_repair(path)}")
     return array
 
 
@@ -229,18 +203,15 @@ def read_meta(path: Path) -> tuple[str, ...]:
         names = tuple(meta["label_names"])
     except Exception as err:
         raise CIFAR10Error(f"{path}: cannot read the class names ({type(err).__name__}); the file is corrupt. "
-                           f"{_REPAIR.format(folder=path.parent)}") from err
+                           f"{_repair(path)}") from err
     if names != CLASSES:
-        raise CIFAR10Error(f"{path}: expected the 10 CIFAR-10 classes {CLASSES}, found {names[:12]}. "
-                           f"{_REPAIR.format(folder=path.parent)}")
+        raise CIFAR10Error(f"{path}: expected the 10 CIFAR-10 classes {CLASSES}, found {names[:12]}. {_repair(path)}")
     return names
 
 
 def _read_split(paths: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
-    parts = [read_batch(p) for p in paths]
-    images = np.concatenate([p[0] for p in parts])
-    labels = np.concatenate([p[1] for p in parts])
-    return torch.from_numpy(images), torch.from_numpy(labels)
+    images, labels = zip(*(read_batch(p) for p in paths))
+    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
 
 def _stamp(files: list[Path]) -> list[tuple[str, int, int]]:
@@ -269,13 +240,10 @@ def _looks_like_cifar10(tensors: dict) -> bool:
     """Shapes, dtypes, matching counts and labels in 0..9: what a cache must hold to be served as CIFAR-10."""
     for split in _SPLITS:
         images, labels = tensors[f"{split}_images"], tensors[f"{split}_labels"]
-        if not (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor)):
-            return False
-        if images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (3, 32, 32):
-            return False
-        if labels.dtype != torch.int64 or labels.shape != (len(images),) or len(images) == 0:
-            return False
-        if labels.min() < 0 or labels.max() > 9:
+        if (not (isinstance(images, torch.Tensor) and isinstance(labels, torch.Tensor))
+                or images.dtype != torch.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != (3, 32, 32)
+                or labels.dtype != torch.int64 or labels.shape != (len(images),) or len(images) == 0
+                or labels.min() < 0 or labels.max() > 9):
             return False
     return True
 
@@ -302,11 +270,7 @@ def validation_indices(labels: torch.Tensor, share: float = VALIDATION, seed: in
 
 
 def split_validation(data: Cifar10, share: float = VALIDATION) -> tuple[torch.Tensor, ...]:
-    """(train images, train labels, validation images, validation labels): the training set cut in two, disjoint (notebook 03).
-
-    With the defaults CIFAR-10's 50,000 training images become 45,000 to train on and 5,000
-    (500 of each class) to make choices on; the test set stays untouched for reporting.
-    """
+    """(train images, train labels, validation images, validation labels): the training set cut in two, disjoint (notebook 03)."""
     val = validation_indices(data.train_labels, share)
     keep = torch.ones(len(data.train_labels), dtype=torch.bool)
     keep[val] = False

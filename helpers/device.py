@@ -11,11 +11,7 @@ import torch
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
-    """Return CUDA if present, else Apple MPS, else the CPU (every notebook's start(), the CLI).
-
-    `prefer` ("cuda", "mps", "cpu") forces a choice; asking for a device that is
-    not there raises a ValueError that says what is available.
-    """
+    """Return CUDA if present, else Apple MPS, else the CPU (every notebook's start(), the CLI)."""
     available = available_devices()
     if prefer is not None:
         try:
@@ -23,9 +19,7 @@ def pick_device(prefer: str | None = None) -> torch.device:
         except (RuntimeError, TypeError) as err:  # "tpu", "gpu0": not a device name torch knows
             raise ValueError(f"{prefer!r} is not a device name; use one of {', '.join(available)}") from err
         if kind not in available:
-            raise ValueError(
-                f"device {prefer!r} is not available on this machine; available: {', '.join(available)}"
-            )
+            raise ValueError(f"device {prefer!r} is not available on this machine; available: {', '.join(available)}")
         return torch.device(prefer)
     return torch.device(available[0])
 
@@ -48,7 +42,8 @@ def device_name(device: torch.device | str) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return f"Apple MPS ({platform.machine()})"
-    return _cpu_model()
+    names = cpuinfo_values("model name")
+    return names[0] if names else (platform.processor() or platform.machine() or "CPU")
 
 
 def describe_device(device: torch.device | str | None = None) -> str:
@@ -78,17 +73,8 @@ def cpuinfo_values(field: str) -> list[str]:
         return []
 
 
-def _cpu_model() -> str:
-    names = cpuinfo_values("model name")
-    return names[0] if names else (platform.processor() or platform.machine() or "CPU")
-
-
 def release_memory() -> None:
-    """Free unreferenced tensors and hand freed heap memory back to the OS, before a memory-hungry cell (notebooks 03, 06).
-
-    A machine with a memory limit (Binder: 2 GB) counts memory the process freed but glibc kept for
-    reuse; malloc_trim returns it. CUDA's cache is emptied too.
-    """
+    """Free unreferenced tensors and hand freed heap memory back to the OS, before a memory-hungry cell (notebooks 03, 06)."""
     import ctypes
     import gc
     import sys
@@ -96,7 +82,7 @@ def release_memory() -> None:
     gc.collect()
     if sys.platform.startswith("linux"):
         try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            ctypes.CDLL("libc.so.6").malloc_trim(0)  # Binder's 2 GB limit counts what glibc kept for reuse
         except (OSError, AttributeError):  # not glibc (e.g. musl): nothing to trim
             pass
     if torch.cuda.is_available():
@@ -113,13 +99,9 @@ def synchronize(device: torch.device) -> None:
 
 def native_bf16(device: torch.device | str) -> bool:
     """Whether a device does bfloat16 matrix work natively: a GPU of compute capability >= 8.0 or a CPU with
-    AVX512-BF16/AMX; Apple MPS is left to ask for it explicitly (notebook 06).
-
-    torch.cuda.is_bf16_supported() answers True on older GPUs too (a T4, 7.5), where bf16 is emulated and slow:
-    the capability is what decides.
-    """
+    AVX512-BF16/AMX; Apple MPS is left to ask for it explicitly (notebook 06)."""
     device = torch.device(device)
-    if device.type == "cuda":
+    if device.type == "cuda":  # not is_bf16_supported(): True on a T4 (7.5) too, where bf16 is emulated and slow
         return torch.cuda.get_device_capability(device) >= (8, 0)
     return device.type == "cpu" and cpu_supports_bf16()
 
@@ -127,9 +109,8 @@ def native_bf16(device: torch.device | str) -> bool:
 def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for `amp` (auto/bf16/fp16/off) on a device, or None for float32 (notebook 03's engine, 06's timings).
 
-    The one rule every caller asks: "auto" is bf16 on a GPU with native bf16, fp16 (with a gradient scaler)
-    on older GPUs, float32 elsewhere; "bf16" where it is not native falls back to fp16 on a GPU and to float32
-    on a CPU, with a warning that says so.
+    "auto" is bf16 on a GPU with native bf16, fp16 (with a gradient scaler) on older GPUs, float32 elsewhere;
+    "bf16" where it is not native falls back, with a warning, to fp16 on a GPU and to float32 on a CPU.
     """
     device = torch.device(device)
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
@@ -161,6 +142,4 @@ def _cpu_fp16_works() -> bool:
 
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """An autocast context for `dtype`, or a no-op when dtype is None (notebook 03's engine, 06's timings)."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)

@@ -1,11 +1,6 @@
 """Several processes, one training run: PyTorch's DistributedDataParallel under `torchrun`.
 
-`torchrun --nproc_per_node=N -m helpers.train ...` starts N copies of the command line;
-torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT) tells each copy
-who it is. Every process holds the whole dataset on its device and trains on its own
-slice of every global batch; DDP averages the gradients, so N processes take the same
-optimisation steps as one process with the same global batch. Without torchrun every
-function here is a no-op for a single process.
+Every process trains on its slice of each global batch (DDP averages the gradients); without torchrun all is a no-op.
 """
 
 from __future__ import annotations
@@ -71,14 +66,14 @@ def is_main_process() -> bool:
 
 def all_reduce_sum(values: torch.Tensor) -> torch.Tensor:
     """Sum a tensor over all processes (in place, also returned); unchanged for one process (README)."""
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    if world_size() > 1:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
     return values
 
 
 def all_reduce_max(value: float, device: torch.device) -> float:
     """The largest of a number over all processes, e.g. the slowest process's epoch time (README)."""
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    if world_size() > 1:
         t = torch.tensor(value, dtype=torch.float64, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return t.item()
@@ -87,8 +82,8 @@ def all_reduce_max(value: float, device: torch.device) -> float:
 
 def gather_objects(obj) -> list:
     """Every process's `obj`, in rank order (e.g. RNG states for an exact resume); [obj] for one process (README)."""
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        out = [None] * dist.get_world_size()
+    if world_size() > 1:
+        out = [None] * world_size()
         dist.all_gather_object(out, obj)
         return out
     return [obj]
@@ -105,13 +100,13 @@ def split_batch(batch_size: int) -> int:
 
 def barrier() -> None:
     """Wait until every process gets here (README)."""
-    if dist.is_initialized() and dist.get_world_size() > 1:
+    if world_size() > 1:
         dist.barrier()
 
 
 def wrap_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """DistributedDataParallel around `model` when several processes train, else `model` itself (README)."""
-    if not (dist.is_initialized() and dist.get_world_size() > 1):
+    if world_size() == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
 

@@ -1,10 +1,4 @@
-"""A small, resilient HTTP downloader: mirrors, retries with backoff, resume, md5 check, safe unpacking.
-
-Only the standard library talks to the network (urllib, so HTTPS_PROXY / HTTP_PROXY are honoured).
-`download_file` tries each URL in turn, retrying transient failures with exponential backoff,
-resumes a partial `<dest>.part` with an HTTP Range request, and renames the file into place only
-once its md5 matches. `extract_tar` unpacks an archive without letting it write outside its folder.
-"""
+"""A small, resilient HTTP downloader: mirrors, retries with backoff, resume, md5 check, safe unpacking."""
 
 from __future__ import annotations
 
@@ -45,10 +39,8 @@ class DownloadError(RuntimeError):
         lines += [f"  {i}. {url}: {reason}" for i, (url, reason) in enumerate(self.failures, 1)]
         part = dest.with_name(dest.name + ".part")
         kept = f" ({part.stat().st_size} bytes are kept in {part.name} and will be resumed)" if part.is_file() else ""
-        lines.append(
-            f"Check the internet connection (a proxy is read from HTTPS_PROXY / HTTP_PROXY) and try again{kept}, "
-            f"or list other mirrors of the same file in ${MIRRORS_ENV} (space-separated URLs, tried first)."
-        )
+        lines.append(f"Check the internet connection (a proxy is read from HTTPS_PROXY / HTTP_PROXY) and try again{kept}, "
+                     f"or list other mirrors of the same file in ${MIRRORS_ENV} (space-separated URLs, tried first).")
         super().__init__("\n".join(lines))
 
 
@@ -62,8 +54,8 @@ class _Skip(Exception):
 
 def mirror_urls(defaults: Iterable[str], env: str = MIRRORS_ENV) -> list[str]:
     """URLs to try, in order: $CIFAR10_MIRRORS (space-separated), then `defaults`, no repeats (notebook 01's load_cifar10)."""
-    # Mirrors from the environment go first: whoever sets the variable points at a copy that is nearer
-    # (a lab cache) or the only one reachable, and the md5 check makes any mirror as safe as the official URL.
+    # Mirrors from the environment go first: whoever sets it points at a nearer copy (a lab cache) or the only one
+    # reachable, and the md5 check makes any mirror as safe as the official URL.
     seen: dict[str, None] = {}
     for url in os.environ.get(env, "").split():
         if re.match(r"https?://[^/\s]+", url):
@@ -93,25 +85,12 @@ def backoff_delay(attempt: int, backoff: float, jitter: float = 0.1, rng: random
     return base + (rng or random).uniform(0.0, jitter * base)
 
 
-def download_file(
-    urls: str | Sequence[str],
-    dest: str | os.PathLike,
-    md5: str,
-    *,
-    retries: int = 4,
-    backoff: float = 1.0,
-    jitter: float = 0.1,
-    timeout: float = 30.0,
-    progress: bool = True,
-    opener: Opener | None = None,
-    sleep: Callable[[float], None] | None = None,
-) -> Path:
+def download_file(urls: str | Sequence[str], dest: str | os.PathLike, md5: str, *, retries: int = 4, backoff: float = 1.0,
+                  jitter: float = 0.1, timeout: float = 30.0, progress: bool = True, opener: Opener | None = None,
+                  sleep: Callable[[float], None] | None = None) -> Path:
     """Download `dest` from the first URL whose file has this md5, retrying and resuming; returns it (notebook 01's load_cifar10).
 
-    Each URL gets 1 + `retries` attempts, with a `backoff_delay` pause before each retry; a 4xx other
-    than 408/416/425/429 moves straight on to the next URL. Bytes arrive in `dest.part`, which a
-    later attempt (or a later run) resumes with a Range request. A file whose md5 differs is deleted.
-    `opener(request, timeout=...)` and `sleep(seconds)` default to urllib's urlopen and time.sleep.
+    Each URL gets 1 + `retries` attempts (a 4xx other than 408/416/425/429 skips to the next); `dest.part` is resumed.
     """
     urls = [urls] if isinstance(urls, str) else list(urls)
     md5 = _check_download_args(urls, md5, retries, backoff, jitter, timeout)
@@ -124,11 +103,10 @@ def download_file(
     part = dest.with_name(dest.name + ".part")
     failures: list[tuple[str, str]] = []
     for url in urls:
-        reason, attempts = "not tried", 0
+        reason = "not tried"
         for attempt in range(retries + 1):
             if attempt:
                 sleep(backoff_delay(attempt, backoff, jitter))
-            attempts += 1
             try:
                 _fetch(url, part, timeout, opener, progress)
             except _Skip as err:
@@ -139,12 +117,11 @@ def download_file(
                 continue
             got = file_md5(part)
             if got == md5:
-                # Only a verified file ever carries the final name, so a crash never leaves a bad `dest`.
-                os.replace(part, dest)
+                os.replace(part, dest)  # only a verified file ever carries the final name: no bad `dest` after a crash
                 return dest
             part.unlink()
             reason = f"md5 mismatch (got {got}, expected {md5}); the bad file was deleted"
-        failures.append((url, f"{reason} [{attempts} attempt{'s' if attempts > 1 else ''}]"))
+        failures.append((url, f"{reason} [{attempt + 1} attempt{'s' if attempt else ''}]"))
     raise DownloadError(dest, failures)
 
 
@@ -165,8 +142,7 @@ def _check_download_args(urls: list, md5: str, retries: int, backoff: float, jit
 
 
 def _sleep(seconds: float) -> None:
-    # A module-level indirection so tests of callers that cannot pass `sleep` can still patch it out.
-    time.sleep(seconds)
+    time.sleep(seconds)  # a module-level indirection so tests of callers that cannot pass `sleep` can patch it out
 
 
 def _fetch(url: str, part: Path, timeout: float, opener: Opener, progress: bool) -> None:
@@ -240,8 +216,7 @@ def _raise_for_status(err: urllib.error.HTTPError, part: Path, offset: int) -> N
     """Turn an HTTP error into _Retry or _Skip; returns only for a 416 that says `part` is complete."""
     if err.code == 416 and offset:
         _start, total = _content_range((err.headers or {}).get("Content-Range", ""))
-        if total == offset:
-            # The partial file is already whole (an earlier run died before the md5 check): verify it.
+        if total == offset:  # the partial file is already whole (a run died before the md5 check): verify it
             return
         part.unlink()
         raise _Retry(f"HTTP 416: the server cannot resume at byte {offset} (file size {total}); restarting") from err

@@ -1,8 +1,4 @@
-"""Evaluating a trained classifier: confusion matrix, per-class metrics, calibration, mistakes, what the layers see.
-
-Everything here works on the outputs of `helpers.train.predict`: a (N, C) tensor of class
-probabilities and a (N,) tensor of integer labels, so it runs the same after any model.
-"""
+"""Evaluating a trained classifier: confusion matrix, per-class metrics, calibration, mistakes, what the layers see."""
 
 from __future__ import annotations
 
@@ -13,13 +9,11 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
+from .checks import at_least
 from .models import model_mode
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-# ---------------------------------------------------------------- checks
 
 
 def _check_probs_labels(probs: torch.Tensor, labels: torch.Tensor) -> None:
@@ -39,14 +33,10 @@ def _check_class_range(name: str, values: torch.Tensor, num_classes: int) -> Non
         raise ValueError(f"{name} must lie in 0..{num_classes - 1}, found {values.min().item()}..{values.max().item()}")
 
 
-# ---------------------------------------------------------------- counts and metrics
-
-
 def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
     """Counts C[i, j] of images of true class i predicted as class j, as int64 (notebook 04)."""
     labels, preds = torch.as_tensor(labels).cpu(), torch.as_tensor(preds).cpu()
-    if num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+    at_least("num_classes", num_classes, 1)
     if labels.ndim != 1 or labels.shape != preds.shape:
         raise ValueError(f"labels and preds must be 1-d of equal length, got {tuple(labels.shape)} and {tuple(preds.shape)}")
     _check_class_range("labels", labels, num_classes)
@@ -86,8 +76,7 @@ def metrics_table(cm: torch.Tensor, classes: Sequence[str]) -> pd.DataFrame:
         raise ValueError(f"{len(classes)} class names for a {cm.shape[0]}x{cm.shape[0]} confusion matrix")
     m = per_class_metrics(cm)
     table = pd.DataFrame({k: v.numpy() for k, v in m.items()}, index=list(classes))
-    table.loc["macro average"] = [m["precision"].mean().item(), m["recall"].mean().item(), m["f1"].mean().item(),
-                                  int(m["support"].sum())]
+    table.loc["macro average"] = [*(m[key].mean().item() for key in ("precision", "recall", "f1")), int(m["support"].sum())]
     table["support"] = table["support"].astype(int)
     table.index.name = "class"
     return table
@@ -96,19 +85,14 @@ def metrics_table(cm: torch.Tensor, classes: Sequence[str]) -> pd.DataFrame:
 def top_confusions(cm: torch.Tensor, classes: Sequence[str] | None = None, k: int = 5) -> list[dict]:
     """The k largest off-diagonal cells: true class, predicted class, count and share of the true class (notebook 04)."""
     cm = _check_cm(cm)
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+    at_least("k", k, 1)
     n = cm.shape[0]
     names = list(classes) if classes is not None else [str(i) for i in range(n)]
     if len(names) != n:
         raise ValueError(f"{len(names)} class names for a {n}x{n} confusion matrix")
-    off = cm.clone()
-    off.fill_diagonal_(-1)
-    flat = off.flatten()
-    # stable order: largest count first, then row-major position
+    flat = cm.clone().fill_diagonal_(-1).flatten()
     order = sorted(range(n * n), key=lambda i: (-int(flat[i]), i))
-    rows = []
-    support = cm.sum(1)
+    rows, support = [], cm.sum(1)
     for i in order[:k]:
         t, p = divmod(i, n)
         if flat[i] <= 0:
@@ -130,22 +114,17 @@ def top_k_accuracy(probs: torch.Tensor, labels: torch.Tensor, k: int = 1) -> flo
 def confident_mistakes(probs: torch.Tensor, labels: torch.Tensor, k: int = 16) -> torch.Tensor:
     """Indices of the (up to) k wrong predictions made with the highest confidence, most confident first (notebook 04)."""
     _check_probs_labels(probs, labels)
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+    at_least("k", k, 1)
     conf, pred = probs.max(1)
     wrong = (pred != labels).nonzero().squeeze(1)
     order = conf[wrong].argsort(descending=True, stable=True)
     return wrong[order[:k]]
 
 
-# ---------------------------------------------------------------- calibration
-
-
 def calibration_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> list[dict]:
     """Equal-width confidence bins (lo, hi]: count, mean confidence and accuracy of each (notebook 04)."""
     _check_probs_labels(probs, labels)
-    if n_bins < 1:
-        raise ValueError(f"n_bins must be at least 1, got {n_bins}")
+    at_least("n_bins", n_bins, 1)
     conf, pred = probs.double().max(1)
     correct = (pred == labels).double()
     # bin m holds confidences in (m/M, (m+1)/M]; a confidence of exactly 0 goes to the first bin
@@ -154,11 +133,9 @@ def calibration_bins(probs: torch.Tensor, labels: torch.Tensor, n_bins: int = 15
     for m in range(n_bins):
         sel = index == m
         count = int(sel.sum())
-        bins.append({
-            "lo": m / n_bins, "hi": (m + 1) / n_bins, "count": count,
-            "confidence": conf[sel].mean().item() if count else float("nan"),
-            "accuracy": correct[sel].mean().item() if count else float("nan"),
-        })
+        bins.append({"lo": m / n_bins, "hi": (m + 1) / n_bins, "count": count,
+                     "confidence": conf[sel].mean().item() if count else float("nan"),
+                     "accuracy": correct[sel].mean().item() if count else float("nan")})
     return bins
 
 
@@ -177,21 +154,15 @@ def plot_reliability_diagram(bins: Sequence[dict], ece: float | None = None, ax:
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 4.5))
     width = bins[0]["hi"] - bins[0]["lo"]
-    filled = [b for b in bins if b["count"]]
-    ax.bar([b["lo"] for b in filled], [b["accuracy"] for b in filled], width=width, align="edge",
-           edgecolor="k", alpha=0.8, label="accuracy in bin")
-    ax.plot([b["confidence"] for b in filled], [b["confidence"] for b in filled], "o", color="tab:red", ms=4,
-            label="mean confidence in bin")
-    ax.vlines([b["confidence"] for b in filled], [b["accuracy"] for b in filled], [b["confidence"] for b in filled],
-              color="tab:red", lw=1.5, label="gap |accuracy - confidence|")
+    lo, acc, conf = ([b[key] for b in bins if b["count"]] for key in ("lo", "accuracy", "confidence"))
+    ax.bar(lo, acc, width=width, align="edge", edgecolor="k", alpha=0.8, label="accuracy in bin")
+    ax.plot(conf, conf, "o", color="tab:red", ms=4, label="mean confidence in bin")
+    ax.vlines(conf, acc, conf, color="tab:red", lw=1.5, label="gap |accuracy - confidence|")
     ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
     title = "reliability diagram" + (f" (ECE {100 * ece:.2f}%)" if ece is not None else "")
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence (max probability)", ylabel="accuracy", title=title)
     ax.legend(loc="best", fontsize=7)
     return ax.figure
-
-
-# ---------------------------------------------------------------- pictures
 
 
 def plot_confusion_matrix(cm: torch.Tensor, classes: Sequence[str], normalize: bool = True,
@@ -234,16 +205,14 @@ def filter_grid(weight: torch.Tensor, ncols: int = 16, ax: plt.Axes | None = Non
     if weight.ndim != 4 or weight.shape[1] != 3:
         raise ValueError(f"expected RGB conv filters of shape (out, 3, k, k), got {tuple(weight.shape)}")
     w = weight.detach().float().cpu()
-    lo = w.amin(dim=(1, 2, 3), keepdim=True)
-    hi = w.amax(dim=(1, 2, 3), keepdim=True)
+    lo, hi = w.amin(dim=(1, 2, 3), keepdim=True), w.amax(dim=(1, 2, 3), keepdim=True)
     w = (w - lo) / (hi - lo).clamp(min=1e-12)
     n, _, k, _ = w.shape
-    nrows = -(-n // ncols)
-    pad = 1
-    canvas = torch.ones(3, nrows * (k + pad) + pad, ncols * (k + pad) + pad)
+    nrows, step = -(-n // ncols), k + 1  # one pixel of padding around each filter
+    canvas = torch.ones(3, nrows * step + 1, ncols * step + 1)
     for i in range(n):
         r, c = divmod(i, ncols)
-        canvas[:, pad + r * (k + pad):pad + r * (k + pad) + k, pad + c * (k + pad):pad + c * (k + pad) + k] = w[i]
+        canvas[:, 1 + r * step:1 + r * step + k, 1 + c * step:1 + c * step + k] = w[i]
     if ax is None:
         _, ax = plt.subplots(figsize=(ncols * 0.5, nrows * 0.5 + 0.4))
     ax.imshow(canvas.permute(1, 2, 0).numpy(), interpolation="nearest")
@@ -257,11 +226,7 @@ _ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.GELU)
 
 @torch.no_grad()
 def conv_activations(model: nn.Module, image: torch.Tensor, num_convs: int = 2) -> dict[str, torch.Tensor]:
-    """Feature maps after the activation of each of the first `num_convs` conv layers, for one image (notebook 04).
-
-    `image` is one normalised (3, H, W) float image; the model must have a Sequential `features`.
-    Keys are "conv1", "conv2", ...; values have shape (channels, h, w) on the CPU.
-    """
+    """Feature maps after the activation of each of the first `num_convs` conv layers, for one image (notebook 04)."""
     features = getattr(model, "features", None)
     if not isinstance(features, nn.Sequential):
         raise ValueError("conv_activations needs a model with an nn.Sequential `features` (an AlexNet from helpers.models)")

@@ -1,7 +1,4 @@
-"""Looking at the data: image statistics, an md5 check of the download, loader timings, memory per image (notebook 01).
-
-The layer tables of notebook 02 are in helpers.architecture; the loss demos in helpers.losses.
-"""
+"""Looking at the data: image statistics, an md5 check of the download, loader timings, memory per image (notebook 01)."""
 
 from __future__ import annotations
 
@@ -31,8 +28,7 @@ def channel_stats(images: torch.Tensor, chunk: int = 5000) -> tuple[tuple[float,
     if chunk < 1:
         raise ValueError(f"chunk must be a positive number of images, got {chunk}")
     channels = images.shape[1]
-    total = torch.zeros(channels, dtype=torch.int64)
-    total_sq = torch.zeros(channels, dtype=torch.int64)
+    total, total_sq = torch.zeros(channels, dtype=torch.int64), torch.zeros(channels, dtype=torch.int64)
     # exact integer sums of bytes and squared bytes, chunk by chunk: no float copy of the whole split
     for start in range(0, len(images), chunk):
         x = images[start:start + chunk]
@@ -60,19 +56,14 @@ def official_md5_matches(root: str | os.PathLike) -> dict[str, bool]:
         raise ValueError(f"no {CIFAR10.base_folder}/ folder under the given root; load CIFAR-10 first (notebook 01)")
     expected = dict(CIFAR10.train_list + CIFAR10.test_list)
     expected[CIFAR10.meta["filename"]] = CIFAR10.meta["md5"]
-    result = {}
-    for name, md5 in expected.items():
-        path = folder / name
-        result[name] = path.is_file() and file_md5(path) == md5
-    return result
+    return {name: (folder / name).is_file() and file_md5(folder / name) == md5 for name, md5 in expected.items()}
 
 
 def measure_throughput(loader: Iterable, max_images: int | None = None) -> dict:
     """Iterate a loader of (images, labels) batches and time it: images, seconds, images_per_s (notebook 01)."""
     if max_images is not None and max_images < 1:
         raise ValueError(f"max_images must be a positive number of images or None, got {max_images}")
-    images = 0
-    last = None
+    images, last = 0, None
     start = time.perf_counter()
     for batch, _ in loader:
         images += len(batch)

@@ -14,8 +14,7 @@ from typing import BinaryIO
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
     """Call `write(f)` on a temp file beside `path`, fsync it, then rename it over `path` (atomic_write_text, atomic_torch_save).
 
-    Either the old file or the whole new one is there at every moment. On any failure,
-    Ctrl-C included, the temp file is removed and the exception goes on unchanged.
+    On any failure, Ctrl-C included, the temp file is removed and the exception goes on unchanged.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,9 +98,8 @@ def _fsync_dir(folder: Path) -> None:
     except OSError:
         return
     try:
-        os.fsync(fd)
-    except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
     finally:
         os.close(fd)
 
@@ -114,8 +112,7 @@ class Busy(ValueError):
 def exclusive_lock(path: str | os.PathLike, what: str, wait: bool = False):
     """Hold an exclusive lock on the file `path` for a `with` block; it dies with its process (the command line).
 
-    Another holder means a `Busy` error naming its PID, or, with `wait`, waiting for it. A lock left
-    by a killed process is no lock: the operating system released it when the process died.
+    Another holder means a `Busy` error naming its PID, or, with `wait`, waiting for it; a killed holder's lock is gone.
     """
     path = Path(path)
     with open(path, "a+") as f:

@@ -1,9 +1,5 @@
 """Batches for training: augmentation as tensor ops, a loader that keeps a whole split on the device, and the
-classic torchvision Dataset/DataLoader path for comparison.
-
-Images arrive as uint8 (N, 3, 32, 32) tensors (helpers.data); everything heavier (float conversion,
-augmentation, normalisation, resizing) happens per batch on the training device.
-"""
+classic torchvision Dataset/DataLoader path for comparison."""
 
 from __future__ import annotations
 
@@ -13,6 +9,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from .checks import at_least
 from .data import CIFAR10_MEAN, CIFAR10_STD, Cifar10
 
 
@@ -22,8 +19,7 @@ def crop_at(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, padding: i
     rows, cols = _reflect_index(h, padding, images.device), _reflect_index(w, padding, images.device)
     padded = images[:, :, rows][:, :, :, cols]  # reflect padding by indexing keeps uint8 as uint8
     out = torch.empty_like(images)
-    # One slice per distinct offset: at most (2p+1)^2 batched copies instead of N small ones.
-    key = dy * (2 * padding + 1) + dx
+    key = dy * (2 * padding + 1) + dx  # one slice per distinct offset: at most (2p+1)^2 batched copies, not N
     for k in torch.unique(key).tolist():
         oy, ox = divmod(k, 2 * padding + 1)
         sel = (key == k).nonzero().squeeze(1)
@@ -64,8 +60,7 @@ def _flip_where(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
 def normalize(images: torch.Tensor, size: int | None = None, channels_last: bool = False) -> torch.Tensor:
     """uint8 images to float, standardised with the CIFAR-10 channel statistics, optionally resized (notebook 04)."""
     scale, shift = _affine(images.device)
-    # (x/255 - mean)/std as one multiply-add on the float copy.
-    x = torch.addcmul(shift, images.float(), scale)
+    x = torch.addcmul(shift, images.float(), scale)  # (x/255 - mean)/std as one multiply-add
     if size is not None and size != x.shape[-1]:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
     if channels_last:
@@ -87,43 +82,20 @@ def _affine(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
 class GpuLoader:
     """Batches from a split held whole on the device, shuffled and augmented per epoch with tensor ops (notebook 01).
 
-    Iterating yields (images, labels): float32 images normalised with the CIFAR-10
-    statistics (resized to `size` if given) and int64 labels, both on `device`.
-    Epoch k's order and augmentation depend only on (seed, k), so a run resumed at
-    epoch k sees the same batches as an uninterrupted one. Each pass over the loader is
-    the next epoch; `set_epoch(k)` makes the next pass epoch k (the engine calls it).
-
-    With `world_size` > 1 (several processes, see helpers.distributed) every process
-    holds the whole split, and `batch_size` is its share of a global batch of
-    batch_size * world_size: process `rank` takes its slice of each global batch of
-    the same shuffled, augmented epoch, and of the test set one image in world_size.
+    Epoch k depends only on (seed, k), so a resumed run sees the same batches; with world_size > 1 batch_size is per process.
     """
 
-    def __init__(
-        self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
-        batch_size: int = 256,
-        *,
-        train: bool = True,
-        augment: bool | None = None,
-        device: torch.device | str = "cpu",
-        seed: int = 0,
-        limit: int | None = None,
-        size: int | None = None,
-        channels_last: bool = False,
-        drop_last: bool | None = None,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> None:
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256, *, train: bool = True,
+                 augment: bool | None = None, device: torch.device | str = "cpu", seed: int = 0, limit: int | None = None,
+                 size: int | None = None, channels_last: bool = False, drop_last: bool | None = None, rank: int = 0,
+                 world_size: int = 1) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must lie in 0..world_size-1, got rank {rank} of world_size {world_size}")
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"images must be uint8 of shape (N, 3, H, W), got {tuple(images.shape)} {images.dtype}")
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        at_least("batch_size", batch_size, 1)
         if limit is not None:
             if limit < 1:
                 raise ValueError(f"limit must be a positive number of images, got {limit}")
@@ -131,15 +103,10 @@ class GpuLoader:
         self.device = torch.device(device)
         self.images = images.to(self.device)  # uint8: a quarter of float32's memory
         self.labels = labels.to(self.device)
-        self.batch_size = batch_size
-        self.train = train
+        self.batch_size, self.train, self.seed, self.size, self.channels_last = batch_size, train, seed, size, channels_last
         self.augment = train if augment is None else augment
         self.drop_last = train if drop_last is None else drop_last
-        self.seed = seed
-        self.size = size
-        self.channels_last = channels_last
-        self.rank, self.world_size = rank, world_size
-        self.epoch = 0
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
         if self.train and world_size > 1 and len(self.images) < batch_size * world_size:
             raise ValueError(f"{len(self.images)} training images are fewer than one global batch "
                              f"({world_size} processes x {batch_size})")
@@ -202,9 +169,6 @@ class GpuLoader:
             yield normalize(images[sl], self.size, self.channels_last), labels[sl]
 
 
-# ---------------------------------------------------------------- the classic torchvision path
-
-
 class CifarDataset(torch.utils.data.Dataset):
     """A torchvision-style Dataset over uint8 arrays: PIL image -> transform, as in the seed repository (classic_loader)."""
 
@@ -238,26 +202,15 @@ def classic_transform(size: int | None = None, augment: bool = False):
     return T.Compose(steps)
 
 
-def classic_loader(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    batch_size: int = 128,
-    *,
-    size: int | None = None,
-    augment: bool = False,
-    shuffle: bool = True,
-    num_workers: int = 0,
-    limit: int | None = None,
-    seed: int = 0,
-) -> torch.utils.data.DataLoader:
+def classic_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int = 128, *, size: int | None = None,
+                   augment: bool = False, shuffle: bool = True, num_workers: int = 0, limit: int | None = None,
+                   seed: int = 0) -> torch.utils.data.DataLoader:
     """A Dataset + DataLoader over PIL images, e.g. the seed's Resize(227) pipeline, for comparison (notebook 01)."""
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
     dataset = CifarDataset(images, labels, classic_transform(size, augment))
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-        generator=torch.Generator().manual_seed(seed), persistent_workers=num_workers > 0,
-    )
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
+                                       generator=torch.Generator().manual_seed(seed), persistent_workers=num_workers > 0)
 
 
 class Loaders(NamedTuple):
@@ -269,11 +222,7 @@ class Loaders(NamedTuple):
 
 
 def recipe_loaders(recipe, data: Cifar10, *, device: torch.device | str = "cpu", seed: int = 0) -> Loaders:
-    """The train, validation and test loaders a recipe trains with: its split, batch, augmentation, limits, size (notebook 03).
-
-    The validation images are the recipe's `validation` share of the training set (helpers.data.split_validation);
-    under torchrun each process gets its share of every global batch (helpers.distributed).
-    """
+    """The train, validation and test loaders a recipe trains with: its split, batch, augmentation, limits, size (notebook 03)."""
     from . import distributed as dist
     from .data import split_validation
     from .models import resolve_config
@@ -288,8 +237,7 @@ def recipe_loaders(recipe, data: Cifar10, *, device: torch.device | str = "cpu",
     train_images, train_labels, val_images, val_labels = split_validation(data, recipe.validation)
     train = GpuLoader(train_images, train_labels, per_process, train=True, augment=recipe.augment, seed=seed,
                       limit=recipe.train_limit, **common)
-    val = None
-    if len(val_images):
-        val = GpuLoader(val_images, val_labels, eval_batch, train=False, limit=recipe.test_limit, **common)
+    val = (GpuLoader(val_images, val_labels, eval_batch, train=False, limit=recipe.test_limit, **common)
+           if len(val_images) else None)
     test = GpuLoader(data.test_images, data.test_labels, eval_batch, train=False, limit=recipe.test_limit, **common)
     return Loaders(train, val, test)

@@ -1,9 +1,6 @@
 """The loss, and the upstream repository's two pitfalls: cross-entropy after a softmax, BCE on a softmax.
 
-Every loss takes logits, the model's raw scores. `compute_loss` is what training uses;
-`exact=True` computes the same loss in float64 in a form that never rounds a confident
-softmax to exactly 0 or 1, for looking at gradients: `loss_gradients` measures them on
-random logits of growing confidence (notebooks 02 and 05).
+Every loss takes logits; `exact=True` computes it in float64 in a form that never rounds a confident softmax to 0 or 1.
 """
 
 from __future__ import annotations
@@ -15,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from .checks import is_int, is_real, one_of
+from .checks import at_least, is_int, is_real, one_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,8 +50,7 @@ def compute_loss(kind: str, logits: torch.Tensor, labels: torch.Tensor, label_sm
 
 def softmax_ce_floor(num_classes: int = 10) -> float:
     """Smallest value cross-entropy can take on softmax outputs: -log(e / (e + C - 1)) (notebook 02)."""
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    at_least("num_classes", num_classes, 2)
     return -math.log(math.e / (math.e + num_classes - 1))
 
 
@@ -63,17 +59,8 @@ def loss_gradients(scales: Sequence[float] = (0.5, 2.0, 8.0), kinds: Sequence[st
                    exact: bool = True) -> pd.DataFrame:
     """Loss and per-example gradient w.r.t. the logits of each loss kind on random logits times each scale (notebooks 02, 05).
 
-    Logits are `base * scale` with `base` standard normal (batch, num_classes), drawn from
-    `torch.Generator().manual_seed(seed)`; a larger scale is a more confident network, and
-    a scale of 0 gives uniform logits, the start of training. `mean_top_prob` is the mean
-    largest softmax probability at that scale. Label sets, drawn after `base` in the order
-    of `labels`: "right" is the class of the largest entry of `base` (the same at every
-    scale), "random" a uniform random class, "wrong" the right class plus 1..C-1 (mod C).
-    `grad_norm` is the mean per-example gradient norm; `ratio_to_ce` divides it by
-    cross-entropy's on the same rows and `cosine_to_ce` is the mean cosine between the two
-    gradients (1 = same direction; as F.cosine_similarity computes it, a gradient shorter
-    than 1e-8 counts as that long). `exact=True` works in float64 with
-    `compute_loss(..., exact=True)`; `exact=False` in float32 as training does.
+    Logits are `base * scale`, `base` standard normal from `seed`; labels "right" are base's argmax, "random" uniform,
+    "wrong" right + 1..C-1 (mod C). `ratio_to_ce` and `cosine_to_ce` compare each gradient with cross-entropy's.
     """
     _check_gradient_arguments(scales, kinds, labels, batch, num_classes, seed)
     import pandas as pd

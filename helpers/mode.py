@@ -1,7 +1,6 @@
 """Reduced mode: one switch that shrinks epochs and data so the whole course fits CI.
 
-It is on when `ALEXNET_REDUCED` is 1/true/yes, off when it is 0/false/no, and
-otherwise follows `CI` (set to `true` by GitHub Actions and by our `.ci/run`).
+On when `ALEXNET_REDUCED` is 1/true/yes, off when it is 0/false/no, else it follows `CI` (GitHub Actions, `.ci/run`).
 """
 
 from __future__ import annotations
@@ -34,9 +33,7 @@ def _flag(name: str) -> bool | None:
 def reduced_mode() -> bool:
     """True when work should shrink for CI: ALEXNET_REDUCED wins, else CI (notebooks 05, 06)."""
     forced = _flag("ALEXNET_REDUCED")
-    if forced is not None:
-        return forced
-    return bool(_flag("CI"))
+    return forced if forced is not None else bool(_flag("CI"))
 
 
 def is_reduced(reduced: bool | None = None) -> bool:

@@ -1,7 +1,6 @@
 """AlexNet-family models: one configurable builder, named presets and a layer-by-layer summary.
 
-Every network here is `features` (conv blocks) followed by `classifier` (Flatten and
-Linear layers) and returns logits; softmax belongs in the loss, not in the model.
+Every network is `features` (conv blocks) then `classifier` (Linear layers) and returns logits: softmax belongs in the loss.
 """
 
 from __future__ import annotations
@@ -31,11 +30,7 @@ _LARGEST_INPUT_SEARCHED = 4096
 class ModelConfig:
     """Architecture of an AlexNet-family network; each field is one knob (notebook 02's PRESETS and build_model).
 
-    Per-layer tuples and layer indices count conv layers from 0 (0 = conv1).
-    `conv_channels` are the widths before the `width` multiplier, which scales
-    them with plain round() (at least 1 channel). BatchNorm sits between a conv and
-    its activation (the usual place); LRN sits after the activation, as in the paper.
-    Lists given for tuple fields (e.g. from JSON) are turned into tuples.
+    Per-layer tuples and layer indices count conv layers from 0 (0 = conv1); lists (e.g. from JSON) become tuples.
     """
 
     input_size: int = 32  # side of the square input image in pixels
@@ -76,8 +71,11 @@ def _validate(config: ModelConfig) -> None:
     if not low <= num_conv <= high:
         raise ValueError(f"conv_channels={config.conv_channels!r} gives {num_conv} conv layers; use {low}..{high}")
     for name in ("fc_layers", "input_size", "pool_kernel", "pool_stride", "fc_size", "num_classes"):
-        _check_int(name, getattr(config, name))
-    _check_range("fc_layers", config.fc_layers, *FC_LAYER_RANGE)
+        if not is_int(getattr(config, name)):
+            raise ValueError(f"{name}={getattr(config, name)!r} is not allowed; use an integer")
+    low, high = FC_LAYER_RANGE
+    if not low <= config.fc_layers <= high:
+        raise ValueError(f"fc_layers={config.fc_layers!r} is not allowed; use {low}..{high}")
     for name in ("dropout", "width"):
         if not is_real(getattr(config, name)):
             raise ValueError(f"{name}={getattr(config, name)!r} is not allowed; use a number")
@@ -85,10 +83,10 @@ def _validate(config: ModelConfig) -> None:
         raise ValueError(f"dropout={config.dropout!r} is not allowed; use 0 <= dropout < 1")
     if not 0 < config.width < math.inf:
         raise ValueError(f"width={config.width!r} is not allowed; use a finite multiplier > 0")
-    for name in ("input_size", "pool_kernel", "pool_stride", "fc_size", "num_classes"):
-        _check_positive(name, getattr(config, name))
-    for channels in config.conv_channels:
-        _check_positive("conv_channels entries", channels)
+    positive = [(name, getattr(config, name)) for name in ("input_size", "pool_kernel", "pool_stride", "fc_size", "num_classes")]
+    for name, value in positive + [("conv_channels entries", channels) for channels in config.conv_channels]:
+        if value < 1:
+            raise ValueError(f"{name}={value!r} is not allowed; use an integer >= 1")
     for name in _PER_LAYER_FIELDS:
         _check_per_layer(name, getattr(config, name), num_conv)
     for name in _INDEX_FIELDS:
@@ -96,26 +94,11 @@ def _validate(config: ModelConfig) -> None:
     _check_input_size(config)
 
 
-def _check_int(name: str, value) -> None:
-    if not is_int(value):
-        raise ValueError(f"{name}={value!r} is not allowed; use an integer")
-
-
 def _check_int_entries(name: str, values: tuple | None, none_allowed: bool) -> None:
     if values is None and none_allowed:
         return
     if values is None or not all(is_int(v) for v in values):
         raise ValueError(f"{name}={values!r} is not allowed; give a tuple (or list) of integers")
-
-
-def _check_range(name: str, value: int, low: int, high: int) -> None:
-    if not low <= value <= high:
-        raise ValueError(f"{name}={value!r} is not allowed; use {low}..{high}")
-
-
-def _check_positive(name: str, value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{name}={value!r} is not allowed; use an integer >= 1")
 
 
 def _check_per_layer(name: str, values: tuple[int, ...] | None, num_conv: int) -> None:
@@ -140,19 +123,10 @@ def _check_input_size(config: ModelConfig) -> None:
     stage, size = _first_empty_stage(config, config.input_size)
     if stage is None:
         return
-    minimum = _minimum_input_size(config)
-    raise ValueError(
-        f"input_size={config.input_size} is too small: the output of {stage} would be "
-        f"{size}x{size}, smaller than 1x1; the minimum input_size for these "
-        f"kernels/strides/poolings is {minimum or f'above {_LARGEST_INPUT_SEARCHED}'}"
-    )
-
-
-def _minimum_input_size(config: ModelConfig) -> int | None:
-    for size in range(1, _LARGEST_INPUT_SEARCHED + 1):
-        if _first_empty_stage(config, size)[0] is None:
-            return size
-    return None
+    minimum = next((n for n in range(1, _LARGEST_INPUT_SEARCHED + 1) if _first_empty_stage(config, n)[0] is None), None)
+    raise ValueError(f"input_size={config.input_size} is too small: the output of {stage} would be {size}x{size}, smaller "
+                     f"than 1x1; the minimum input_size for these kernels/strides/poolings is "
+                     f"{minimum or f'above {_LARGEST_INPUT_SEARCHED}'}")
 
 
 def _first_empty_stage(config: ModelConfig, input_size: int) -> tuple[str | None, int]:
@@ -196,23 +170,16 @@ def feature_shape(config: ModelConfig) -> tuple[int, int, int]:
 def with_num_conv(config: ModelConfig, num_conv: int) -> ModelConfig:
     """Same config with `num_conv` conv layers: keep the first num_conv-1 and the last (notebook 05).
 
-    Dropping middle layers keeps the final channel count, so the classifier input
-    keeps its shape; a pooling on a dropped layer moves to the last conv so the
-    network still downsamples. Adding layers is not supported: start from a
-    5-layer preset instead.
+    The classifier's input keeps its shape; a pooling on a dropped layer moves to the last conv, so it still downsamples.
     """
     current = len(config.conv_channels)
     if not is_int(num_conv) or not CONV_LAYER_RANGE[0] <= num_conv <= current:
-        raise ValueError(
-            f"num_conv={num_conv!r} is not allowed for a {current}-layer config; "
-            f"use {CONV_LAYER_RANGE[0]}..{current} (start from a 5-layer preset for more)"
-        )
+        raise ValueError(f"num_conv={num_conv!r} is not allowed for a {current}-layer config; "
+                         f"use {CONV_LAYER_RANGE[0]}..{current} (start from a 5-layer preset for more)")
     kept = [*range(num_conv - 1), current - 1]
     new_index = {old: new for new, old in enumerate(kept)}
-    changes = {
-        name: None if getattr(config, name) is None else tuple(getattr(config, name)[i] for i in kept)
-        for name in ("conv_channels", *_PER_LAYER_FIELDS)
-    }
+    changes = {name: None if getattr(config, name) is None else tuple(getattr(config, name)[i] for i in kept)
+               for name in ("conv_channels", *_PER_LAYER_FIELDS)}
     changes["pool_after"] = tuple(sorted({new_index.get(i, num_conv - 1) for i in config.pool_after}))
     if config.norm_layers is not None:
         changes["norm_layers"] = tuple(new_index[i] for i in config.norm_layers if i in new_index)
@@ -279,30 +246,17 @@ PRESETS: dict[str, ModelConfig] = {}
 
 # Krizhevsky et al. 2012 on one GPU (no grouped convs), with a 10-class head.
 PRESETS["alexnet_paper"] = ModelConfig(
-    input_size=227,
-    conv_channels=(96, 256, 384, 384, 256),
-    conv_kernels=(11, 5, 3, 3, 3),
-    conv_strides=(4, 1, 1, 1, 1),
-    conv_paddings=(0, 2, 1, 1, 1),
-    pool_after=(0, 1, 4),
-    pool_kernel=3,
-    pool_stride=2,
-    norm="lrn",
-    norm_layers=(0, 1),
-    fc_layers=3,
-    fc_size=4096,
-    dropout=0.5,
-)
+    input_size=227, conv_channels=(96, 256, 384, 384, 256), conv_kernels=(11, 5, 3, 3, 3), conv_strides=(4, 1, 1, 1, 1),
+    conv_paddings=(0, 2, 1, 1, 1), pool_after=(0, 1, 4), pool_kernel=3, pool_stride=2, norm="lrn", norm_layers=(0, 1),
+    fc_layers=3, fc_size=4096, dropout=0.5)
 # The upstream repository's variants: paper geometry, BatchNorm instead of LRN, one hidden FC layer.
 PRESETS["upstream_5conv"] = replace(PRESETS["alexnet_paper"], norm="batch", fc_layers=2)
 PRESETS["upstream_4conv"] = with_num_conv(PRESETS["upstream_5conv"], 4)
 PRESETS["upstream_3conv"] = with_num_conv(PRESETS["upstream_5conv"], 3)
-# CIFAR-native AlexNet: 3x3 convs and three 2/2 poolings take 32x32 down to 256x4x4.
 PRESETS["cifar_alexnet"] = ModelConfig()
 # About a quarter of the conv compute of cifar_alexnet: the CPU recipe's model.
-PRESETS["cifar_alexnet_small"] = replace(
-    PRESETS["cifar_alexnet"], conv_channels=(32, 96, 192, 128, 128), fc_size=256, dropout=0.25
-)
+PRESETS["cifar_alexnet_small"] = replace(PRESETS["cifar_alexnet"], conv_channels=(32, 96, 192, 128, 128), fc_size=256,
+                                         dropout=0.25)
 
 
 # Presets named before "seed" came to mean a random seed only: they still work, with a warning.

@@ -1,10 +1,4 @@
-"""Measuring speed: training-step throughput, loader throughput, FLOPs per step and the device's peak.
-
-Every timing here is a median over repetitions; `compare_throughput` interleaves the
-settings it compares (A, B, C, A, B, C, ...) so that a background load slows all of
-them alike instead of whichever happened to run at the wrong moment. Notebook 06
-uses these to explain where the seed's training time went.
-"""
+"""Measuring speed: training-step throughput, loader throughput, FLOPs per step and the device's peak."""
 
 from __future__ import annotations
 
@@ -39,8 +33,8 @@ class Setting:
 
 def _check_counts(**counts: int) -> None:
     for name, value in counts.items():
-        if not isinstance(value, int) or value < (0 if name == "warmup" else 1):
-            low = 0 if name == "warmup" else 1
+        low = 0 if name == "warmup" else 1
+        if not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
@@ -54,7 +48,6 @@ class _Step:
         self.device = device
         model = build_model(setting.model, **setting.overrides).to(device)
         size = model.config.input_size
-        self.flops_forward = None
         self.x = torch.randn(setting.batch_size, 3, size, size, device=device)
         self.y = torch.randint(0, model.config.num_classes, (setting.batch_size,), device=device)
         if setting.channels_last:
@@ -87,27 +80,11 @@ class _Step:
         return time.perf_counter() - start
 
 
-def compare_throughput(
-    settings: Sequence[Setting],
-    *,
-    steps: int = 5,
-    warmup: int = 2,
-    repeats: int = 3,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-):
+def compare_throughput(settings: Sequence[Setting], *, steps: int = 5, warmup: int = 2, repeats: int = 3,
+                       device: torch.device | str | None = None, progress: bool = True):
     """Images/s of each setting's step on synthetic data, settings interleaved, median over repeats (notebook 06).
 
-    Returns a DataFrame with one row per setting: its fields, images_per_s (median),
-    min/max over repeats, ms_per_step, and first_step_s (the first call, which
-    includes torch.compile's compilation when compile=True). Every timing of
-    `steps` steps follows `warmup` untimed ones.
-
-    Only one step's model, gradients and optimiser state exist at a time: a step is
-    built (same seed, same weights), warmed up, timed and dropped at every turn, so
-    that the upstream 39M-parameter model twice over does not have to fit beside the
-    rest (a 2 GB Binder machine). Compiled steps are the exception: they are kept,
-    since compiling again each turn would cost far more than their small models.
+    One step's model exists at a time (rebuilt with the same weights each turn) so the upstream model fits Binder's 2 GB.
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -159,29 +136,15 @@ def _first_steps(settings: Sequence[Setting], device: torch.device, bar) -> tupl
 
 def _speed_row(s: Setting, size: int, dtype: torch.dtype | None, t: list[float], t0: float, steps: int) -> dict:
     per_s = [s.batch_size * steps / x for x in t]
-    return {
-        **{k: v for k, v in asdict(s).items() if k != "overrides"},
-        "input_size": size,
-        "images_per_s": statistics.median(per_s), "images_per_s_min": min(per_s), "images_per_s_max": max(per_s),
-        "ms_per_step": 1000 * statistics.median(t) / steps, "first_step_s": t0,
-        "amp_dtype": str(dtype).replace("torch.", "") if dtype is not None else "float32",
-    }
+    return {**{k: v for k, v in asdict(s).items() if k != "overrides"}, "input_size": size,
+            "images_per_s": statistics.median(per_s), "images_per_s_min": min(per_s), "images_per_s_max": max(per_s),
+            "ms_per_step": 1000 * statistics.median(t) / steps, "first_step_s": t0,
+            "amp_dtype": str(dtype).replace("torch.", "") if dtype is not None else "float32"}
 
 
-def throughput(
-    model: str = "cifar_alexnet_small",
-    batch_size: int = 256,
-    amp: str = "off",
-    channels_last: bool = False,
-    steps: int = 5,
-    *,
-    warmup: int = 2,
-    repeats: int = 3,
-    compile: bool = False,
-    train: bool = True,
-    device: torch.device | str | None = None,
-    **overrides,
-) -> dict:
+def throughput(model: str = "cifar_alexnet_small", batch_size: int = 256, amp: str = "off", channels_last: bool = False,
+               steps: int = 5, *, warmup: int = 2, repeats: int = 3, compile: bool = False, train: bool = True,
+               device: torch.device | str | None = None, **overrides) -> dict:
     """Median images/s of one model's training step on synthetic data; see compare_throughput (notebook 06)."""
     setting = Setting("run", model, overrides, batch_size, amp, channels_last, compile, train)
     frame = compare_throughput([setting], steps=steps, warmup=warmup, repeats=repeats, device=device, progress=False)
@@ -199,16 +162,8 @@ def loader_throughput(make_loader: Callable[[], Iterable], max_images: int, repe
             "images_per_s_min": min(rates), "images_per_s_max": max(rates), "repeats": repeats}
 
 
-# ---------------------------------------------------------------- arithmetic: FLOPs and peaks
-
-
 def step_flops(model: nn.Module | str, input_size: int | None = None, batch: int = 2) -> dict:
-    """FLOPs per image of a forward pass and of a training step (forward + backward), counted by torch (notebook 06).
-
-    torch's FlopCounterMode counts 2 FLOPs per multiply-add of convolutions and
-    matrix products; the backward pass computes gradients for inputs and weights,
-    about twice the forward work, so `train / forward` comes out near 3.
-    """
+    """FLOPs per image of a forward pass and of a training step (forward + backward), counted by torch (notebook 06)."""
     from torch.utils.flop_counter import FlopCounterMode  # loads Triton with a CUDA build: only when counting
 
     model = build_model(model) if isinstance(model, str) else model
@@ -224,14 +179,12 @@ def step_flops(model: nn.Module | str, input_size: int | None = None, batch: int
                 out.float().sum().backward()
         finally:
             model.zero_grad(set_to_none=True)
-    fwd = forward.get_total_flops() / batch
-    bwd = backward.get_total_flops() / batch
+    fwd, bwd = forward.get_total_flops() / batch, backward.get_total_flops() / batch
     return {"forward": int(fwd), "backward": int(bwd), "train": int(fwd + bwd)}
 
 
-# FLOP/s per core per clock cycle for the vector units (2 FLOPs per fused multiply-add). Estimates from
-# the vendors' microarchitecture descriptions: 2 FMA units per core on recent x86 cores; AMD Zen 4 runs
-# 512-bit instructions on 256-bit units; AVX512-BF16 dot products do two bf16 products per fp32 lane.
+# FLOPs per core per cycle (2 per FMA), from the vendors' microarchitecture descriptions: 2 FMA units per recent x86 core;
+# AMD Zen 4 runs 512-bit instructions on 256-bit units; AVX512-BF16 dot products do two bf16 products per fp32 lane.
 _FP32_PER_CYCLE = {"avx512_intel": 64, "avx512_amd": 32, "avx2_fma": 32, "avx": 16, "sse": 8}
 
 
@@ -260,11 +213,7 @@ def cpu_peak_flops(cores: int | None = None, ghz: float | None = None, flags: se
                    vendor: str | None = None) -> dict:
     """An ESTIMATE of the CPU's peak FLOP/s: cores x GHz x FLOPs per cycle, for fp32 and bf16 (notebook 06).
 
-    cores: torch's thread count by default; GHz: cpufreq's maximum clock if the OS
-    exposes it, else the clock /proc/cpuinfo reports, which in virtual machines is often
-    the base clock (3.0 assumed if unknown); FLOPs per cycle from the instruction-set
-    flags. It is not a bound either way: cores may boost above a reported base clock,
-    and wide vector instructions may throttle them below it.
+    Not a bound either way: cores may boost above a reported base clock, and wide vector instructions throttle them.
     """
     cores = torch.get_num_threads() if cores is None else cores
     measured_ghz, ghz_source = _cpu_ghz() if ghz is None else (ghz, "given")
@@ -290,11 +239,9 @@ def cpu_peak_flops(cores: int | None = None, ghz: float | None = None, flags: se
     else:
         bf16, bf16_how = fp32, "no native bf16 (converted to fp32)"
     clock = measured_ghz if measured_ghz is not None else 3.0
-    return {
-        "cores": cores, "ghz": clock, "ghz_source": ghz_source if measured_ghz is not None else "assumed",
-        "isa": isa, "fp32_flops_per_cycle": fp32, "bf16_flops_per_cycle": bf16, "bf16_how": bf16_how,
-        "fp32_peak": cores * clock * 1e9 * fp32, "bf16_peak": cores * clock * 1e9 * bf16, "estimate": True,
-    }
+    return {"cores": cores, "ghz": clock, "ghz_source": ghz_source if measured_ghz is not None else "assumed",
+            "isa": isa, "fp32_flops_per_cycle": fp32, "bf16_flops_per_cycle": bf16, "bf16_how": bf16_how,
+            "fp32_peak": cores * clock * 1e9 * fp32, "bf16_peak": cores * clock * 1e9 * bf16, "estimate": True}
 
 
 def _cpu_vendor() -> str:
@@ -302,9 +249,8 @@ def _cpu_vendor() -> str:
     return vendors[0] if vendors else (platform.processor() or "")
 
 
-# Dense (no sparsity) peak TFLOP/s from NVIDIA's datasheets: FP32 on the CUDA cores, then TF32 and BF16 on the
-# tensor cores. The datasheets' tensor-core figures assume 2:4 structured sparsity ("*"); these are half of them.
-# PyTorch runs float32 convolutions on CUDA as TF32 by default (torch.backends.cudnn.allow_tf32).
+# Dense peak TFLOP/s from NVIDIA's datasheets (FP32, TF32, BF16): their tensor-core figures assume 2:4 sparsity, these are
+# half of them. PyTorch runs float32 convolutions on CUDA as TF32 by default (torch.backends.cudnn.allow_tf32).
 GPU_PEAK_TFLOPS: dict[str, tuple[float, float | None, float]] = {
     "H100 SXM": (67.0, 494.5, 989.5),  # NVIDIA H100 Tensor Core GPU datasheet
     "H100 PCIe": (51.0, 378.0, 756.5),

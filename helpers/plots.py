@@ -37,14 +37,12 @@ def plot_history(history: Sequence[dict], title: str | None = None, axes=None):
     name = {"val": "validation", "test": "test"}[split]
     epochs = [row["epoch"] for row in history]
     ax_loss, ax_acc = axes
-    ax_loss.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    ax_loss.plot(epochs, [r[f"{split}_loss"] for r in history], "o-", label=name)
-    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
-    ax_acc.plot(epochs, [r["train_acc"] for r in history], "o-", label="train")
-    ax_acc.plot(epochs, [r[f"{split}_acc"] for r in history], "o-", label=name)
+    for ax, metric, ylabel, ax_title in ((ax_loss, "loss", "loss", "loss"), (ax_acc, "acc", "accuracy (%)", "accuracy")):
+        ax.plot(epochs, [r[f"train_{metric}"] for r in history], "o-", label="train")
+        ax.plot(epochs, [r[f"{split}_{metric}"] for r in history], "o-", label=name)
+        ax.set(xlabel="epoch", ylabel=ylabel, title=ax_title)
     if history and f"{split}_acc_tta" in history[0]:
         ax_acc.plot(epochs, [r[f"{split}_acc_tta"] for r in history], "--", label=f"{name}, flip-TTA")
-    ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()

@@ -140,25 +140,15 @@ FIELD_HELP = {
 UPSTREAM = "upstream"  # the repository this course grew from; never a random seed
 
 RECIPES: dict[str, Recipe] = {
-    # The upstream repository: 3-conv AlexNet on 227x227 upscaled images, Adam 1e-4 with L2 5e-4 on
-    # every parameter, batch 128, BCE on softmax outputs, fp32, no augmentation, 20 epochs.
-    UPSTREAM: Recipe(
-        name=UPSTREAM, model="upstream_3conv", epochs=20, batch_size=128, optimizer="adam", lr=1e-4,
-        weight_decay=5e-4, decay_norm_and_bias=True, schedule="constant", loss="bce_softmax",
-        augment=False, amp="off", channels_last=False, tta=False,
-    ),
-    # For a 2-core CPU with bf16 (AVX512-BF16): a narrow CIFAR-native AlexNet, one-cycle SGD with
-    # Nesterov momentum, label smoothing, crop+flip augmentation, flip TTA at test time.
-    "cpu": Recipe(
-        name="cpu", model="cifar_alexnet_small", epochs=13, batch_size=256, optimizer="sgd", lr=0.2,
-        weight_decay=5e-4, schedule="onecycle", warmup=0.25, label_smoothing=0.1, amp="bf16",
-    ),
-    # For one CUDA GPU: the full-width CIFAR-native AlexNet, same recipe family, bf16 autocast.
-    # Not yet measured on a GPU (README): the settings follow the CPU recipe scaled up.
-    "gpu": Recipe(
-        name="gpu", model="cifar_alexnet", epochs=30, batch_size=512, optimizer="sgd", lr=0.4,
-        weight_decay=5e-4, schedule="onecycle", warmup=0.2, label_smoothing=0.1, amp="auto",
-    ),
+    UPSTREAM: Recipe(name=UPSTREAM, model="upstream_3conv", epochs=20, batch_size=128, optimizer="adam", lr=1e-4,
+                     weight_decay=5e-4, decay_norm_and_bias=True, schedule="constant", loss="bce_softmax", augment=False,
+                     amp="off", channels_last=False, tta=False),
+    # For a 2-core CPU with bf16 (AVX512-BF16).
+    "cpu": Recipe(name="cpu", model="cifar_alexnet_small", epochs=13, batch_size=256, optimizer="sgd", lr=0.2,
+                  weight_decay=5e-4, schedule="onecycle", warmup=0.25, label_smoothing=0.1, amp="bf16"),
+    # For one CUDA GPU. Not yet measured on a GPU (README): the settings follow the CPU recipe scaled up.
+    "gpu": Recipe(name="gpu", model="cifar_alexnet", epochs=30, batch_size=512, optimizer="sgd", lr=0.4,
+                  weight_decay=5e-4, schedule="onecycle", warmup=0.2, label_smoothing=0.1, amp="auto"),
 }
 
 # Names this course used before "seed" came to mean a random seed only: they still work, with a warning.

@@ -1,8 +1,4 @@
-"""Runs and recorded results: a run's settings in one line, comparing two runs, the recorded time-to-accuracy files.
-
-Recorded results are JSON files in `helpers.paths.results_dir()`, written by
-benchmarks/time_to_accuracy.py; notebooks 03 and 06 table and plot them.
-"""
+"""Runs and recorded results: a run's settings in one line, comparing two runs, the recorded time-to-accuracy files."""
 
 from __future__ import annotations
 
@@ -74,8 +70,7 @@ def load_result_records(folder: str | os.PathLike) -> dict[str, list[dict]]:
 
 
 def _recipe_name(record: dict) -> str:
-    # benchmarks record the whole recipe as a dict; notebook 03 plots its live run under a plain name
-    recipe = record["recipe"]
+    recipe = record["recipe"]  # benchmarks record the whole recipe as a dict; notebook 03 its live run as a plain name
     return recipe["name"] if isinstance(recipe, dict) else recipe
 
 
@@ -87,11 +82,9 @@ def time_to_accuracy_table(records: Sequence[dict]) -> pd.DataFrame:
     for r in records:
         history = r.get("history") or []
         last = history[-1] if history else {}
-        row = {
-            "recipe": _recipe_name(r), "seed": r.get("seed"), "device": r.get("device"), "epochs": len(history),
-            "final test_acc %": last.get("test_acc"), "final flip-TTA %": last.get("test_acc_tta"),
-            "train seconds": last.get("train_seconds_total"),
-        }
+        row = {"recipe": _recipe_name(r), "seed": r.get("seed"), "device": r.get("device"), "epochs": len(history),
+               "final test_acc %": last.get("test_acc"), "final flip-TTA %": last.get("test_acc_tta"),
+               "train seconds": last.get("train_seconds_total")}
         for target, seconds in (r.get("time_to") or {}).items():
             row[f"s to {target}%"] = seconds
         rows.append(row)

@@ -1,11 +1,4 @@
-"""Running the ablation sweep and storing its records: a resumable runner, a JSON store, shards and parallel jobs.
-
-`run_sweep` trains every variant x seed of `helpers.ablation` with `helpers.train.train`,
-appends one record per run to a JSON file (atomically, after every run) and skips runs
-already recorded, so an interrupted sweep continues where it stopped. A shard runs every
-n-th run into its own file; `load_records` reads a file and its shards back together.
-`main` is the command line, `python -m helpers.ablation` (README, notebook 05).
-"""
+"""Running the ablation sweep and storing its records: a resumable runner, a JSON store, shards and parallel jobs."""
 
 from __future__ import annotations
 
@@ -21,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .ablation import GROUPS, VARIANTS, Variant, recipe_key, select_variants, variant_recipe
-from .checks import TrainingError
+from .checks import TrainingError, at_least
 from .mode import REDUCED, is_full, mode_banner
 from .recipes import Recipe
 from .sweep_store import (
@@ -38,8 +31,6 @@ from .sweep_store import (
 
 if TYPE_CHECKING:
     from .data import Cifar10
-
-# ---------------------------------------------------------------- the sweep
 
 
 def plan_runs(variants: Sequence[Variant], seeds: Sequence[int], shard: tuple[int, int] | None = None
@@ -61,26 +52,13 @@ def plan_runs(variants: Sequence[Variant], seeds: Sequence[int], shard: tuple[in
     return runs
 
 
-def run_sweep(
-    variants: Sequence[Variant] | None = None,
-    seeds: Sequence[int] = (0, 1, 2),
-    out: str | os.PathLike | None = None,
-    full: bool | None = None,
-    resume: bool = True,
-    shard: tuple[int, int] | None = None,
-    *,
-    data: Cifar10 | None = None,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-    train_fn: Callable | None = None,
-) -> list[dict]:
+def run_sweep(variants: Sequence[Variant] | None = None, seeds: Sequence[int] = (0, 1, 2), out: str | os.PathLike | None = None,
+              full: bool | None = None, resume: bool = True, shard: tuple[int, int] | None = None, *,
+              data: Cifar10 | None = None, device: torch.device | str | None = None, progress: bool = True,
+              train_fn: Callable | None = None) -> list[dict]:
     """Train each variant x seed, appending a record per run to `out`; recorded runs are skipped if `resume` (notebook 05).
 
-    `full=None` follows reduced mode; reduced runs use helpers.mode.REDUCED. `out=None`
-    picks `default_output(full, shard)`. `resume=False` reruns this sweep's runs and
-    replaces their old records. A run whose loss turns non-finite is recorded with status
-    "diverged" instead of stopping the sweep. Returns the records of this sweep's runs
-    (also those skipped).
+    `resume=False` reruns and replaces this sweep's runs; a non-finite loss is recorded as "diverged", not raised.
     """
     from tqdm.auto import tqdm
 
@@ -119,13 +97,9 @@ def _run_record(variant: Variant, seed: int, recipe: Recipe, full: bool, data: C
     from .models import build_model, count_parameters
 
     model = build_model(recipe.model, **recipe.model_overrides)
-    return {
-        "variant": variant.name, "group": variant.group, "label": variant.label, "reference": variant.reference,
-        "seed": seed, "config": recipe_key(recipe), "reduced": not full, "status": "ok",
-        "epochs": recipe.epochs,
-        **_split_sizes(recipe, data),
-        "params": count_parameters(model), "flops_per_image": total_flops(model),
-    }
+    return {"variant": variant.name, "group": variant.group, "label": variant.label, "reference": variant.reference,
+            "seed": seed, "config": recipe_key(recipe), "reduced": not full, "status": "ok", "epochs": recipe.epochs,
+            **_split_sizes(recipe, data), "params": count_parameters(model), "flops_per_image": total_flops(model)}
 
 
 def _split_sizes(recipe: Recipe, data: Cifar10) -> dict:
@@ -178,25 +152,19 @@ def _train_run(variant: Variant, seed: int, recipe: Recipe, full: bool, *, data:
                       images=round(sum(row["images_per_s"] * row["train_seconds"] for row in history)))
     except TrainingError as err:
         record.update(status="diverged", error=str(err), val_acc=None, val_acc_tta=None, test_acc=None,
-                      test_acc_tta=None, train_seconds=None,
-                      epochs_done=None, images=None)
+                      test_acc_tta=None, train_seconds=None, epochs_done=None, images=None)
     record.update(device=describe_device(device), torch=torch.__version__,
                   date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                   recipe=recipe.to_dict())
     return record
 
 
-# ---------------------------------------------------------------- command line
-
-
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m helpers.ablation",
-        description="Run the ablation sweep: each variant changes one thing from the baseline (the 'cpu' recipe at "
-                    "32x32) and is trained once per seed. Records are appended to a JSON file after every run; runs "
-                    "already in the file are skipped, so an interrupted sweep continues where it stopped. "
-                    "Full results: python -m helpers.ablation --full --seeds 0 1 2 (hours on a CPU; use a GPU).",
-    )
+    p = argparse.ArgumentParser(prog="python -m helpers.ablation", description=(
+        "Run the ablation sweep: each variant changes one thing from the baseline (the 'cpu' recipe at 32x32) and is "
+        "trained once per seed. Records are appended to a JSON file after every run; runs already in the file are "
+        "skipped, so an interrupted sweep continues where it stopped. Full results: python -m helpers.ablation --full "
+        "--seeds 0 1 2 (hours on a CPU; use a GPU)."))
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--full", dest="full", action="store_true", default=None,
                       help="full-size runs: the baseline recipe's epochs on all 50,000/10,000 images")
@@ -235,8 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         shard = parse_shard(args.shard) if args.shard else None
         variants = select_variants(args.groups)
         full = is_full(args.full)
-        if args.jobs < 1:
-            raise ValueError(f"--jobs must be at least 1, got {args.jobs}")
+        at_least("--jobs", args.jobs, 1)
         if args.merge:
             return _print_merge(Path(args.out) if args.out else default_output(full), args.groups)
         if args.jobs > 1:

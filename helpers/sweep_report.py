@@ -50,9 +50,7 @@ def group_runs(records: Sequence[dict], groups: Iterable[str] | None = None) -> 
 def summarize_sweep(records: Sequence[dict], groups: Iterable[str] | None = None, metric: str = "val_acc") -> pd.DataFrame:
     """Per group and variant: runs, collapsed and diverged counts, mean ± std, paired Δ vs the reference (notebook 05).
 
-    Verdicts are made on `metric` (validation accuracy): the difference from the group's
-    reference over the seeds both ran, with a 95% t-interval; "within noise" where the
-    interval spans zero. Collapsed and diverged runs are counted, never averaged in.
+    Verdicts are made on `metric`; collapsed and diverged runs are counted, never averaged in.
     """
     rows = group_runs(records, groups)
     frame = pd.DataFrame(rows)
@@ -79,13 +77,11 @@ def _variant_row(runs: pd.DataFrame, metric: str) -> dict:
     ok = _ok(runs)
     acc = pd.to_numeric(ok.get(metric), errors="coerce") if metric in ok else pd.Series(dtype=float)
     test = pd.to_numeric(ok["test_acc"], errors="coerce")
-    return {
-        "label": runs["label"].iloc[0], "runs": len(runs), "collapsed": int((runs["status"] == "collapsed").sum()),
-        "diverged": int((runs["status"] == "diverged").sum()),
-        f"{metric}_mean": acc.mean(), f"{metric}_std": _spread(acc), "test_acc_mean": test.mean(),
-        "test_acc_std": _spread(test), "train_seconds_mean": pd.to_numeric(ok["train_seconds"], errors="coerce").mean(),
-        "flops_per_image": runs["flops_per_image"].iloc[0], "params": runs["params"].iloc[0],
-    }
+    return {"label": runs["label"].iloc[0], "runs": len(runs), "collapsed": int((runs["status"] == "collapsed").sum()),
+            "diverged": int((runs["status"] == "diverged").sum()), f"{metric}_mean": acc.mean(), f"{metric}_std": _spread(acc),
+            "test_acc_mean": test.mean(), "test_acc_std": _spread(test),
+            "train_seconds_mean": pd.to_numeric(ok["train_seconds"], errors="coerce").mean(),
+            "flops_per_image": runs["flops_per_image"].iloc[0], "params": runs["params"].iloc[0]}
 
 
 def _spread(values: pd.Series) -> float:
@@ -93,8 +89,7 @@ def _spread(values: pd.Series) -> float:
     return values.std(ddof=1) if len(values) > 1 else float("nan")
 
 
-def paired_difference(runs: pd.DataFrame, reference: pd.DataFrame, metric: str = "val_acc",
-                      is_reference: bool = False) -> dict:
+def paired_difference(runs: pd.DataFrame, reference: pd.DataFrame, metric: str = "val_acc", is_reference: bool = False) -> dict:
     """Mean variant - reference over the seeds both ran, its 95% t-interval, a verdict (notebook 05's summarize_sweep)."""
     if is_reference:
         return {"paired_seeds": len(_ok(runs)), "delta": 0.0, "delta_low": 0.0, "delta_high": 0.0, "verdict": "reference"}

@@ -1,8 +1,4 @@
-"""Sweep results files: one JSON list of run records per sweep or shard, written atomically after every run.
-
-A shard on another machine writes its own file (ablations-shard2of4.json); `load_records` reads a
-file and its shards back together, and a file made with other settings is refused, never mixed.
-"""
+"""Sweep results files: one JSON list of run records per sweep or shard, written atomically after every run."""
 
 from __future__ import annotations
 
@@ -18,12 +14,7 @@ from .paths import results_dir, runs_dir
 
 
 def default_output(full: bool | None = None, shard: tuple[int, int] | None = None) -> Path:
-    """Where a sweep writes: results/ablations.json in full mode, runs/ablations-reduced.json otherwise (notebook 05).
-
-    Reduced (smoke-test) records never go into the committed results folder. A shard
-    writes its own file (ablations-shard1of4.json) so shards on several machines never
-    write the same file; `load_records` reads them all back together.
-    """
+    """Where a sweep writes: results/ablations.json in full mode, runs/ablations-reduced.json otherwise (notebook 05)."""
     folder, stem = (results_dir(), "ablations") if is_full(full) else (runs_dir(), "ablations-reduced")
     return shard_output(folder / f"{stem}.json", shard)
 
@@ -35,11 +26,7 @@ def shard_output(path: str | os.PathLike, shard: tuple[int, int] | None) -> Path
 
 
 def merge_shards(path: str | os.PathLike) -> list[dict]:
-    """Write the records of `path` and its shard files into `path` itself, and return them (README, "--merge").
-
-    Shard files stay where they are (a shard that is still running keeps appending to its
-    own file); merging again later picks up what they added.
-    """
+    """Write the records of `path` and its shard files into `path` itself, and return them (README, "--merge")."""
     records = load_records(path)
     write_records(path, records)
     return records
@@ -73,14 +60,11 @@ def load_records(path: str | os.PathLike | None = None, full: bool | None = None
     """Records of a sweep file and its shard files (name-shardIofN.json) beside it, without duplicates (notebook 05)."""
     path = Path(path) if path is not None else default_output(full)
     shards = sorted(path.parent.glob(f"{path.stem}-shard*of*.json")) if path.parent.is_dir() else []
-    seen, records = set(), []
+    records: dict[tuple, dict] = {}
     for p in (path, *shards):
         for r in read_records(p):
-            key = run_key(r)
-            if key not in seen:
-                seen.add(key)
-                records.append(r)
-    return records
+            records.setdefault(run_key(r), r)  # the first copy of a run wins
+    return list(records.values())
 
 
 def write_records(path: str | os.PathLike, records: list[dict]) -> None:
@@ -109,7 +93,6 @@ def check_same_experiment(path: Path, records: Sequence[dict], planned: dict[str
     foreign = [r for r in records if r["variant"] in planned and r.get("config") != planned[r["variant"]]]
     if foreign:
         r = foreign[0]
-        raise ValueError(
-            f"{path} holds {len(foreign)} run(s) made with other settings (e.g. {r['variant']} seed {r['seed']}: recipe "
-            f"{r.get('config')}, this sweep's {planned[r['variant']]}: another budget, split or baseline). A sweep "
-            f"never mixes them: move that file aside or write to another --out")
+        raise ValueError(f"{path} holds {len(foreign)} run(s) made with other settings (e.g. {r['variant']} seed {r['seed']}: "
+                         f"recipe {r.get('config')}, this sweep's {planned[r['variant']]}: another budget, split or "
+                         f"baseline). A sweep never mixes them: move that file aside or write to another --out")

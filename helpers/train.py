@@ -1,15 +1,6 @@
 """One training engine for every notebook, benchmark and the command line.
 
-`fit` is notebook 03's hand-written loop (forward, loss, zero_grad, backward, step) plus
-what a real run needs: a learning-rate schedule, mixed precision, a check for a loss
-that blew up, evaluation and an atomic checkpoint after every epoch, and resuming.
-`train` builds a recipe's model and loaders and calls `fit`. The command line lives in
-`helpers.cli` (`python -m helpers.train` runs it).
-
-Several processes under torchrun change four calls and nothing else: the model is
-wrapped (`dist.wrap_model`), each loader is a shard of the data (`recipe_loaders`), sums
-are added up over the processes (`dist.all_reduce_sum`, a no-op for one process), and
-only the main process writes (`dist.is_main_process`).
+Under torchrun only four calls differ: dist.wrap_model, recipe_loaders, dist.all_reduce_sum and dist.is_main_process.
 """
 
 from __future__ import annotations
@@ -54,13 +45,7 @@ class History(list):
 
     def time_to(self, accuracy: float, key: str = "test_acc") -> float | None:
         """Training seconds until the first epoch whose `key` reaches `accuracy`, or None (benchmarks/time_to_accuracy.py)."""
-        for row in self:
-            if row[key] >= accuracy:
-                return row["train_seconds_total"]
-        return None
-
-
-# ---------------------------------------------------------------- the pieces a run is made of
+        return next((row["train_seconds_total"] for row in self if row[key] >= accuracy), None)
 
 
 def seed_everything(seed: int) -> None:
@@ -111,12 +96,7 @@ def lr_factor(schedule: str, step: int, total: int, warmup: float = 0.25) -> flo
 
 def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps: int):
     """A per-step LambdaLR following `lr_factor` (notebook 03's engine)."""
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(recipe.schedule, step, total_steps, recipe.warmup)
-    )
-
-
-# ---------------------------------------------------------------- evaluation
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(recipe.schedule, step, total_steps, recipe.warmup))
 
 
 @torch.no_grad()
@@ -161,9 +141,6 @@ def evaluate(model: nn.Module, loader: Iterable, recipe: Recipe, device: torch.d
     if recipe.tta:
         out[f"{split}_acc_tta"] = 100.0 * correct_tta / n
     return out
-
-
-# ---------------------------------------------------------------- the loop
 
 
 @dataclass
@@ -216,13 +193,11 @@ class _Run:
 
 
 def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int, run: _Run) -> None:
-    # Summed over processes so that all of them stop together.
+    """Raise a TrainingError if the loss is not finite, summed over processes so that all of them stop together."""
     if not torch.isfinite(dist.all_reduce_sum(loss_sum.clone())):
-        raise TrainingError(
-            f"the loss became non-finite at epoch {epoch + 1}, step {step + 1} "
-            f"(learning rate {run.optimizer.param_groups[0]['lr']:.4g}); lower the learning rate, "
-            f"add warm-up, or switch off fp16"
-        )
+        raise TrainingError(f"the loss became non-finite at epoch {epoch + 1}, step {step + 1} (learning rate "
+                            f"{run.optimizer.param_groups[0]['lr']:.4g}); lower the learning rate, add warm-up, or switch off "
+                            f"fp16")
 
 
 def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,10 +239,9 @@ def train_one_epoch(run: _Run, loader: Iterable, epoch: int, progress: bool = Tr
             loss, logits = _train_step(run, x, y)
         except torch.OutOfMemoryError as err:
             batch = run.recipe.batch_size
-            raise TrainingError(
-                f"{run.device.type} ran out of memory at batch size {batch} (epoch {epoch + 1}, step {step + 1}); "
-                f"try a smaller batch, e.g. --batch-size {max(1, batch // 2)}, or turn on mixed precision (--amp auto)"
-            ) from err
+            raise TrainingError(f"{run.device.type} ran out of memory at batch size {batch} (epoch {epoch + 1}, step "
+                                f"{step + 1}); try a smaller batch, e.g. --batch-size {max(1, batch // 2)}, or turn on "
+                                f"mixed precision (--amp auto)") from err
         sums += torch.stack([loss.double() * len(y), (logits.argmax(1) == y).sum().double()])
         seen += len(y)
         if (step + 1) % check_every == 0 or step + 1 == steps:
@@ -282,35 +256,14 @@ def train_one_epoch(run: _Run, loader: Iterable, epoch: int, progress: bool = Tr
             "images_per_s": seen / seconds}
 
 
-def fit(
-    model: nn.Module,
-    train_loader: Iterable,
-    val_loader: Iterable,
-    recipe: Recipe,
-    *,
-    test_loader: Iterable | None = None,
-    monitor: str = "val",
-    seed: int | None = None,
-    device: torch.device | str | None = None,
-    checkpoint: str | os.PathLike | None = None,
-    resume: bool = False,
-    callbacks: Sequence[Callback] = (),
-    progress: bool = True,
-    stop_after: int | None = None,
-) -> History:
+def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, recipe: Recipe, *, test_loader: Iterable | None = None,
+        monitor: str = "val", seed: int | None = None, device: torch.device | str | None = None,
+        checkpoint: str | os.PathLike | None = None, resume: bool = False, callbacks: Sequence[Callback] = (),
+        progress: bool = True, stop_after: int | None = None) -> History:
     """Train `model` for `recipe.epochs` epochs, evaluating and checkpointing after each (notebook 03).
 
-    The recipe gives the optimisation (optimiser, schedule, loss, precision, epochs, TTA); the
-    loaders give the data, already batched, augmented and in the recipe's memory format
-    (`helpers.loader.recipe_loaders` builds them from a recipe). `val_loader` is scored after every
-    epoch, its metrics named after `monitor` ("val"; "test" for a benchmark that monitors the test
-    set); `test_loader`, if given, once when the last epoch is done. Returns a History of per-epoch
-    dicts: epoch, lr, train_loss, train_acc, val_loss, val_acc (and val_acc_tta), train_seconds
-    (this epoch, evaluation excluded), train_seconds_total and images_per_s; the last row also
-    holds test_loss, test_acc (and test_acc_tta).
-    `checkpoint` is a file written atomically every epoch; `resume=True` continues from it.
-    `stop_after` ends the run after that many epochs (to demonstrate resuming). `seed`, if given, is
-    written into the checkpoint so that a resume can check it continues the same run.
+    `val_loader` is scored every epoch, its metrics named after `monitor` ("val", or "test" for a benchmark);
+    `test_loader`, if given, once after the last epoch. `seed` goes into the checkpoint so a resume can check it.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if len(train_loader) == 0:
@@ -323,14 +276,11 @@ def fit(
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)  # data order and augmentation depend only on (seed, epoch)
         trained = train_one_epoch(run, train_loader, epoch, progress)
-        history.append({
-            "epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"],
-            "train_loss": trained["train_loss"], "train_acc": trained["train_acc"],
-            **evaluate(model, val_loader, recipe, device, monitor),
-            "train_seconds": trained["train_seconds"],
-            "train_seconds_total": history.last.get("train_seconds_total", 0.0) + trained["train_seconds"],
-            "images_per_s": trained["images_per_s"],
-        })
+        history.append({"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"], "train_loss": trained["train_loss"],
+                        "train_acc": trained["train_acc"], **evaluate(model, val_loader, recipe, device, monitor),
+                        "train_seconds": trained["train_seconds"],
+                        "train_seconds_total": history.last.get("train_seconds_total", 0.0) + trained["train_seconds"],
+                        "images_per_s": trained["images_per_s"]})
         if test_loader is not None and epoch + 1 == recipe.epochs:
             history.last.update(evaluate(model, test_loader, recipe, device, "test"))  # reported, never chosen on
         _end_of_epoch(run, history, checkpoint, callbacks)
@@ -339,8 +289,7 @@ def fit(
     return history
 
 
-def _end_of_epoch(run: _Run, history: History, checkpoint: str | os.PathLike | None,
-                  callbacks: Sequence[Callback]) -> None:
+def _end_of_epoch(run: _Run, history: History, checkpoint: str | os.PathLike | None, callbacks: Sequence[Callback]) -> None:
     """Checkpoint (main process only), then let every process catch up, then the callbacks."""
     if checkpoint is not None:
         state = run.state(history)  # every process takes part: it gathers their random states
@@ -356,9 +305,7 @@ def train(recipe: Recipe | str = "cpu", *, data=None, seed: int = 0, device: tor
           **fit_options) -> tuple[nn.Module, History]:
     """Build the recipe's model and loaders, then `fit`; returns the model and its History (notebook 03).
 
-    `fit_options` go to `fit` as they are: checkpoint, resume, callbacks, progress, stop_after.
-    Under torchrun, `recipe.batch_size` and `recipe.lr` stay global: each of the N processes
-    takes batch_size / N images of every step, so the run takes the same steps as one process.
+    Under torchrun `recipe.batch_size` and `recipe.lr` stay global: each of N processes takes batch_size / N of a step.
     """
     from .data import load_cifar10
     from .loader import recipe_loaders
@@ -373,8 +320,7 @@ def train(recipe: Recipe | str = "cpu", *, data=None, seed: int = 0, device: tor
         seed_everything(seed + dist.rank())  # but different dropout masks
     loaders = recipe_loaders(recipe, data, device=device, seed=seed)
     if loaders.val is None:  # no validation split: monitor the test set, as a time-to-accuracy benchmark does
-        return model, fit(model, loaders.train, loaders.test, recipe, monitor="test", seed=seed, device=device,
-                          **fit_options)
+        return model, fit(model, loaders.train, loaders.test, recipe, monitor="test", seed=seed, device=device, **fit_options)
     return model, fit(model, loaders.train, loaders.val, recipe, test_loader=loaders.test, seed=seed, device=device,
                       **fit_options)
 
