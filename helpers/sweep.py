@@ -70,11 +70,11 @@ def run_sweep(variants: Sequence[Variant] | None = None, seeds: Sequence[int] = 
     out = Path(out) if out is not None else default_output(full, shard)
     device = pick_device() if device is None else torch.device(device)
     records = read_records(out)
-    check_same_experiment(out, records, {v.name: recipe_key(variant_recipe(v, full)) for v, _ in runs})
-    if not resume:
-        planned = {(v.name, s, recipe_key(variant_recipe(v, full))) for v, s in runs}
-        records = [r for r in records if run_key(r) not in planned]
+    planned = {v.name: recipe_key(variant_recipe(v, full)) for v, _ in runs}
+    if not resume:  # a fresh start of these variants: their old records go, whatever settings made them
+        records = [r for r in records if r["variant"] not in planned]
         write_records(out, records)
+    check_same_experiment(out, records, planned)
     done = {run_key(r): r for r in records}
     result: list[dict] = []
     bar = tqdm(runs, desc="ablation runs", unit="run", disable=not progress)

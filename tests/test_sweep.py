@@ -109,6 +109,10 @@ def test_sweep_records_resumes_and_survives_divergence(tmp_path):
     assert full.calls == []
     run_sweep([BASELINE], (0,), tmp_path / "full.json", full=True, data=fake_data(), progress=False, train_fn=full)
     assert len(full.calls) == 1
+    # resume=False starts those variants afresh: their records of other settings are replaced, never mixed.
+    run_sweep([BASELINE], (0,), out, full=True, data=fake_data(), progress=False, train_fn=full, resume=False)
+    baseline = [r for r in read_records(out) if r["variant"] == "baseline"]
+    assert len(full.calls) == 2 and len(baseline) == 1 and baseline[0]["reduced"] is False
 
 
 def test_shard_files_are_read_back_together(tmp_path):
