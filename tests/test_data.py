@@ -8,8 +8,8 @@ import urllib.error
 import numpy as np
 import pytest
 import torch
-from conftest import PER_BATCH, make_cifar_folder, real_cifar_root, write_batch
 
+from conftest import PER_BATCH, make_cifar_folder, real_cifar_root, write_batch
 from helpers import data as D
 from helpers.data import (
     CIFAR10_MEAN,

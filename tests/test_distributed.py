@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import real_cifar_root
 
+from conftest import real_cifar_root
 from helpers import distributed as dist
 from helpers.loader import GpuLoader
 

@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import make_cifar_folder
 
+from conftest import make_cifar_folder
 from helpers import data as D
 from helpers.download import DownloadError, backoff_delay, download_file, extract_tar, file_md5, mirror_urls
 

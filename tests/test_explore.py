@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_cifar_folder
 
+from conftest import make_cifar_folder
 from helpers.explore import bytes_per_image, channel_stats, measure_throughput, official_md5_matches, pixel_histogram
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import real_cifar_root
 
+from conftest import real_cifar_root
 from helpers.data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
 from helpers.loader import GpuLoader, classic_loader, crop_at, normalize, random_crop, random_flip, recipe_loaders
 from helpers.recipes import get_recipe

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import make_cifar_folder
 
+from conftest import make_cifar_folder
 from helpers import sweep
 from helpers.ablation import BASELINE, select_variants, variant_by_name, variant_recipe
 from helpers.checks import TrainingError
