@@ -269,11 +269,17 @@ def validation_indices(labels: torch.Tensor, share: float = VALIDATION, seed: in
     return torch.from_numpy(np.sort(np.concatenate(picked))) if picked else torch.zeros(0, dtype=torch.long)
 
 
-def split_validation(data: Cifar10, share: float = VALIDATION) -> tuple[torch.Tensor, ...]:
-    """(train images, train labels, validation images, validation labels): the training set cut in two, disjoint (notebook 03)."""
+def split_validation(data: Cifar10, share: float = VALIDATION, train_limit: int | None = None,
+                     val_limit: int | None = None) -> tuple[torch.Tensor, ...]:
+    """(train images, train labels, validation images, validation labels): the training set cut in two, disjoint (notebook 03).
+
+    The limits keep the first images of each part; only what is kept is copied (Binder has 2 GB).
+    """
     val = validation_indices(data.train_labels, share)
     keep = torch.ones(len(data.train_labels), dtype=torch.bool)
     keep[val] = False
     if share and not keep.any():
         raise CIFAR10Error("the validation split would leave no training images; use a smaller share")
-    return data.train_images[keep], data.train_labels[keep], data.train_images[val], data.train_labels[val]
+    train = keep.nonzero().squeeze(1)[:train_limit]
+    val = val[:val_limit]
+    return data.train_images[train], data.train_labels[train], data.train_images[val], data.train_labels[val]

@@ -234,10 +234,9 @@ def recipe_loaders(recipe, data: Cifar10, *, device: torch.device | str = "cpu",
     eval_batch = min(1000, max(per_process, 1000 * 32 * 32 // size**2))
     common = {"device": device, "size": size, "channels_last": recipe.channels_last, "rank": dist.rank(),
               "world_size": dist.world_size()}
-    train_images, train_labels, val_images, val_labels = split_validation(data, recipe.validation)
-    train = GpuLoader(train_images, train_labels, per_process, train=True, augment=recipe.augment, seed=seed,
-                      limit=recipe.train_limit, **common)
-    val = (GpuLoader(val_images, val_labels, eval_batch, train=False, limit=recipe.test_limit, **common)
-           if len(val_images) else None)
+    train_images, train_labels, val_images, val_labels = split_validation(data, recipe.validation, recipe.train_limit,
+                                                                          recipe.test_limit)
+    train = GpuLoader(train_images, train_labels, per_process, train=True, augment=recipe.augment, seed=seed, **common)
+    val = GpuLoader(val_images, val_labels, eval_batch, train=False, **common) if len(val_images) else None
     test = GpuLoader(data.test_images, data.test_labels, eval_batch, train=False, limit=recipe.test_limit, **common)
     return Loaders(train, val, test)
