@@ -51,13 +51,17 @@ def without_timing(history: Sequence[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
 
 
-def load_result_records(folder: str | os.PathLike) -> dict[str, list[dict]]:
-    """Recorded training runs from folder/*.json: file name -> records with recipe and history; {} if none (notebooks 03, 06)."""
+def load_result_records(folder: str | os.PathLike, pattern: str = "time_to_accuracy_*.json") -> dict[str, list[dict]]:
+    """Recorded time-to-accuracy runs from folder/pattern: file name -> records with recipe and history (notebooks 03, 06).
+
+    Only the benchmark's files by default: their histories score the test set every epoch (other records
+    of results/, such as the recipe search's, monitor validation).
+    """
     folder = Path(folder)
     found: dict[str, list[dict]] = {}
     if not folder.is_dir():
         return found
-    for path in sorted(folder.glob("*.json")):
+    for path in sorted(folder.glob(pattern)):
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError):

@@ -50,8 +50,11 @@ def test_recorded_results_are_read_and_tabled(tmp_path):
     (tmp_path / "time_to_accuracy_cpu.json").write_text(json.dumps([record]))
     (tmp_path / "other.json").write_text(json.dumps({"something": "else"}))
     (tmp_path / "broken.json").write_text("{not json")
+    # a recipe search's records have a recipe and a history too, but monitor validation: not shown as test runs
+    (tmp_path / "cpu_recipe_search.json").write_text(json.dumps([{"recipe": {}, "history": [{"val_acc": 80.0}]}]))
     found = load_result_records(tmp_path)
     assert list(found) == ["time_to_accuracy_cpu.json"]
+    assert list(load_result_records(tmp_path, "*.json")) == ["cpu_recipe_search.json", "time_to_accuracy_cpu.json"]
     table = time_to_accuracy_table(found["time_to_accuracy_cpu.json"])
     assert table.loc[0, "final test_acc %"] == 86.0 and table.loc[0, "epochs"] == 2
     assert table.loc[0, "s to 81.37%"] == 200.0
