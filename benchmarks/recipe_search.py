@@ -41,6 +41,11 @@ IDEAS = {
     "fc_512": {"model_overrides": {"fc_size": 512}},
     "wd_1e-3": {"weight_decay": 1e-3},
     "fp32": {"amp": "off"},
+    # Cheaper networks, to buy more epochs in the same seconds: conv3..5 at 4x4 instead of 8x8 (about half the
+    # FLOPs), or a stride-2 5x5 first conv in place of conv1's pooling (the paper's stem is a strided 11x11 conv).
+    "pools_012": {"model_overrides": {"pool_after": [0, 1, 2]}},
+    "stem_stride2": {"model_overrides": {"conv_kernels": [5, 3, 3, 3, 3], "conv_strides": [2, 1, 1, 1, 1],
+                                         "pool_after": [1, 4]}},
 }
 
 

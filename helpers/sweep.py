@@ -20,6 +20,7 @@ from .recipes import Recipe
 from .sweep_store import (
     check_same_experiment,
     default_output,
+    load_records,
     merge_shards,
     parse_shard,
     read_records,
@@ -89,6 +90,25 @@ def run_sweep(variants: Sequence[Variant] | None = None, seeds: Sequence[int] = 
             write_records(out, records)
         result.append(done[key])
     return result
+
+
+def recorded_runs(variants: Sequence[Variant], seeds: Sequence[int], out: str | os.PathLike | None = None,
+                  full: bool | None = None) -> tuple[list[dict], list[tuple[str, int]]]:
+    """Runs of a sweep already in its results file (with today's settings) and the (variant, seed) pairs missing (notebook 05).
+
+    Reads only: nothing is trained, so a notebook can show a recorded sweep without starting hours of work.
+    """
+    full = is_full(full)
+    out = Path(out) if out is not None else default_output(full)
+    done = {run_key(r): r for r in load_records(out)}
+    found, missing = [], []
+    for variant, seed in plan_runs(variants, seeds):
+        record = done.get((variant.name, seed, recipe_key(variant_recipe(variant, full))))
+        if record is None:
+            missing.append((variant.name, seed))
+        else:
+            found.append(record)
+    return found, missing
 
 
 def _run_record(variant: Variant, seed: int, recipe: Recipe, full: bool, data: Cifar10) -> dict:

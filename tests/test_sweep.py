@@ -17,7 +17,7 @@ from helpers.ablation import BASELINE, select_variants, variant_by_name, variant
 from helpers.checks import TrainingError
 from helpers.data import load_cifar10
 from helpers.paths import results_dir, runs_dir
-from helpers.sweep import main, plan_runs, run_sweep
+from helpers.sweep import main, plan_runs, recorded_runs, run_sweep
 from helpers.sweep_report import plot_sweep, summarize_sweep
 from helpers.sweep_store import (
     default_output,
@@ -44,6 +44,19 @@ def test_shards_partition_the_runs():
             parse_shard(bad)
     with pytest.raises(ValueError, match="at least one seed"):
         plan_runs(variants, [])
+
+
+def test_recorded_runs_reads_without_training(tmp_path):
+    out = tmp_path / "sweep.json"
+    variants = select_variants(["loss"])
+    assert recorded_runs(variants, (0, 1), out, full=False) == ([], [(v.name, s) for s in (0, 1) for v in variants])
+    fake = FakeTrain()
+    run_sweep(variants, (0,), out, full=False, data=fake_data(), progress=False, train_fn=fake)
+    found, missing = recorded_runs(variants, (0, 1), out, full=False)
+    assert [(r["variant"], r["seed"]) for r in found] == [(v.name, 0) for v in variants]
+    assert missing == [(v.name, 1) for v in variants] and len(fake.calls) == len(variants)
+    # a record made with other settings (here: full size) is not a run of this sweep
+    assert recorded_runs(variants, (0,), out, full=True)[0] == []
 
 
 def test_default_output_keeps_reduced_runs_out_of_the_results_folder():
