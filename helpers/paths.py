@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 CACHE = Path.home() / ".cache" / "alexnet-cifar10"
+# Colab keeps /content for the whole session and shows it in its file browser; ~/.cache is hidden there.
+COLAB = Path("/content/alexnet-cifar10")
 
 
 def project_folder(name: str) -> Path:
-    """`name/` of a checkout (editable install), else ~/.cache/alexnet-cifar10/name (default_root, runs_dir, results_dir)."""
-    base = CHECKOUT if (CHECKOUT / "pyproject.toml").is_file() else CACHE
-    return base / name
+    """`name/` of a checkout, else of /content/alexnet-cifar10 on Colab or ~/.cache/alexnet-cifar10 (default_root, runs_dir)."""
+    if (CHECKOUT / "pyproject.toml").is_file():
+        return CHECKOUT / name
+    return (COLAB if "google.colab" in sys.modules else CACHE) / name
 
 
 def runs_dir() -> Path:

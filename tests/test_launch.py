@@ -68,7 +68,7 @@ def test_every_notebook_has_its_badges_and_one_guarded_install_line():
         assert launch.colab(path.name).endswith(f"/blob/{launch.ref}/notebooks/{path.name}")
 
         installs = [(i, line) for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code"
-                    for line in "".join(c["source"]).split("\n") if re.search(r"pip\s+install", line)]
+                    for line in "".join(c["source"]).split("\n") if re.match(r"\s*[%!]pip\s+install", line)]
         setup = sync_links.setup_cell(nb)
         assert setup is not None, f"{path.name}: the first code cell must call start()"
         assert len(installs) == 1 and installs[0][0] == nb["cells"].index(setup), f"{path.name}: {installs}"
@@ -79,6 +79,21 @@ def test_every_notebook_has_its_badges_and_one_guarded_install_line():
         assert guard < at and all(line.startswith("    ") for line in lines[guard + 1:at + 1]), lines
         assert any(line.strip().startswith("import torch") for line in lines[guard + 1:at]), "torch must be imported to pin it"
         assert "torch=={torch.__version__}" in lines[at], "pip must keep Colab's own torch"
+
+
+def test_a_failed_install_stops_the_setup_cell_with_what_to_do(monkeypatch: pytest.MonkeyPatch):
+    nb = json.loads(NOTEBOOKS[0].read_text(encoding="utf-8"))
+    lines = "".join(sync_links.setup_cell(nb)["source"]).split("\n")
+    code = "\n".join(line for line in lines if not line.lstrip().startswith("%"))  # the magic runs only on Colab
+    with monkeypatch.context() as m, pytest.raises(SystemExit) as stop:
+        m.setitem(sys.modules, "helpers.notebook", None)  # as if the package were not installed
+        exec(compile(code, "setup cell", "exec"), {})
+    message = str(stop.value)
+    for words in ("not installed", "On Colab", "%pip line above failed", "fork", ".zip", 'pip install -e ".[notebooks]"'):
+        assert words in message, words
+    namespace: dict = {}  # installed: the same lines import start() and raise nothing
+    exec(compile(code.replace("device = start()", ""), "setup cell", "exec"), namespace)
+    assert callable(namespace["start"])
 
 
 def test_the_repository_url_is_written_only_where_sync_links_writes_it():
@@ -183,3 +198,14 @@ def test_binder_installs_pyproject_packages_with_cpu_torch_and_the_package_in_po
     minimum = pyproject()["project"]["requires-python"].removeprefix(">=")
     major, minor = (int(v) for v in runtime.removeprefix("python-").split("."))
     assert (major, minor) >= tuple(int(v) for v in minimum.split("."))
+
+
+def test_outside_a_checkout_files_go_where_the_platform_keeps_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    from helpers import paths
+
+    assert paths.project_folder("data") == paths.CHECKOUT / "data"  # a checkout keeps its own data/, runs/, results/
+    monkeypatch.setattr(paths, "CHECKOUT", tmp_path)  # no pyproject.toml: a pip-installed package
+    monkeypatch.delitem(sys.modules, "google.colab", raising=False)
+    assert paths.runs_dir() == paths.CACHE / "runs"
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    assert paths.runs_dir() == Path("/content/alexnet-cifar10/runs") and paths.results_dir().parent == paths.COLAB

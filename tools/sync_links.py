@@ -30,6 +30,22 @@ BADGE_LINE = re.compile(r"^\[!\[Open In Colab\]")
 INSTALL_LINE = re.compile(r"^(?P<indent>\s*)%pip install .*git\+")
 SETUP_MARK = "from helpers.notebook import start"
 GUARD = 'if "google.colab" in sys.modules:'
+# The setup cell after its install line. A failed install is explained here, in words and with what to do, instead of
+# a ModuleNotFoundError (or a NameError two cells later) that says nothing about Colab, forks or uploads.
+SETUP_TAIL = (
+    "try:",
+    f"    {SETUP_MARK}",
+    "except ModuleNotFoundError:  # the course is not installed: say what to do now",
+    "    raise SystemExit(",
+    '        "The course\'s helpers package is not installed, so this notebook cannot run.\\n"',
+    '        "On Colab: the %pip line above failed; pip\'s own message is printed above this one. Check that the "',
+    '        "address in that line opens in your browser. To use your fork, put its address there "',
+    '        "(git+https://github.com/YOU/REPOSITORY@BRANCH). Without GitHub, upload the repository as a .zip, run "',
+    '        "!unzip -q <the .zip> and then %pip install -q ./<the unzipped folder> in a new cell, and run this "',
+    '        "cell again.\\nElsewhere: in the repository\'s root folder run  pip install -e \\".[notebooks]\\"  then "',
+    '        "restart the kernel.") from None',
+    "device = start()",
+)
 
 
 @dataclass(frozen=True)
@@ -145,11 +161,10 @@ def sync_notebook(nb: dict, name: str, launch: Launch) -> list[str]:
     at = [i for i, line in enumerate(lines) if INSTALL_LINE.match(line)]
     if len(at) != 1:
         return [*changes, f"{name}: the setup cell has {len(at)} '%pip install ... git+' lines, not one; fix it by hand"]
-    line = launch.install(INSTALL_LINE.match(lines[at[0]]).group("indent"))
-    if lines[at[0]] != line:
-        lines[at[0]] = line
-        changes.append(f"{name}: install line updated")
-    _set_lines(cell, lines)
+    wanted = [*lines[:at[0]], launch.install(INSTALL_LINE.match(lines[at[0]]).group("indent")), *SETUP_TAIL]
+    if lines != wanted:
+        changes.append(f"{name}: setup cell updated")
+    _set_lines(cell, wanted)
     return changes
 
 
