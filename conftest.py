@@ -5,7 +5,6 @@ Loaded by `pytest`, `pytest tests`, `pytest --nbval-lax notebooks/` and `pytest 
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -14,8 +13,6 @@ import pytest
 # Under pytest the default is reduced mode (few epochs on a data subset); ALEXNET_REDUCED=0 asks for full mode.
 # Set when pytest starts, before any notebook kernel: nbval's kernels inherit this process's environment.
 os.environ.setdefault("ALEXNET_REDUCED", "1")
-
-TIMES = Path(__file__).parent / "results" / "notebook_times_cpu.json"
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -33,11 +30,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def full_mode_estimate(notebooks: list[str]) -> str:
     """What a full-mode run of these notebooks costs, from the measured times in results/ (README)."""
-    recorded = json.loads(TIMES.read_text()) if TIMES.is_file() else {}
-    known = {nb: recorded.get("full_seconds", {}).get(nb[:2]) for nb in notebooks}
-    parts = [f"{nb[:2]}: {'unknown' if s is None else f'{s / 60:.0f} min'}" for nb, s in known.items()]
-    total = sum(s for s in known.values() if s)
-    where = recorded.get("device", "a machine of unknown kind")
+    from helpers.results import notebook_costs
+
+    recorded = {nb: notebook_costs().get(nb[:2], {}).get("full") for nb in notebooks}
+    parts = [f"{nb[:2]}: " + ("unknown" if r is None else f"{r['seconds'] / 60:.0f} min") for nb, r in recorded.items()]
+    total = sum(r["seconds"] for r in recorded.values() if r)
+    where = next((r["device"] for r in recorded.values() if r), "a machine of unknown kind")
     return (f"the notebooks train at full size; measured on {where}: {', '.join(parts)} "
             f"(about {total / 60:.0f} min in all, more where unknown). Ctrl-C stops; ALEXNET_REDUCED=1 is the smoke test.")
 

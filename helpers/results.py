@@ -114,3 +114,30 @@ def plot_time_to_accuracy(records: Sequence[dict], targets: Sequence[float] = (8
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return ax.figure
+
+
+NOTEBOOK_COSTS = "notebook_costs_cpu.json"
+
+
+def notebook_costs(path: str | os.PathLike | None = None) -> dict[str, dict[str, dict]]:
+    """Measured cost of each notebook's "Run all": {"03": {"full": {seconds, peak_mb, ...}, "reduced": {...}}} (README)."""
+    from .paths import results_dir
+
+    path = Path(path) if path is not None else results_dir() / NOTEBOOK_COSTS
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text()).get("notebooks", {})
+
+
+def record_notebook_cost(path: str | os.PathLike, notebook: str, mode: str, entry: dict) -> None:
+    """Store one notebook's measured "Run all" (seconds, memory, machine) under its number and mode, atomically (tools)."""
+    from .checks import one_of
+    from .files import atomic_write_json
+
+    one_of("mode", mode, ("full", "reduced"))
+    path = Path(path)
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data.setdefault("what", 'seconds and kernel memory of a "Run all" of each notebook in a fresh kernel '
+                            "(tools/notebook_memory.py --record), per mode")
+    data.setdefault("notebooks", {}).setdefault(notebook[:2], {})[mode] = entry
+    atomic_write_json(path, data)

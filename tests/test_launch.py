@@ -26,6 +26,7 @@ def load_tool(name: str) -> types.ModuleType:
 
 
 sync_links = load_tool("sync_links")
+before_you_run = load_tool("before_you_run")
 
 
 def pyproject() -> dict:
@@ -209,3 +210,32 @@ def test_outside_a_checkout_files_go_where_the_platform_keeps_them(monkeypatch: 
     assert paths.runs_dir() == paths.CACHE / "runs"
     monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     assert paths.runs_dir() == Path("/content/alexnet-cifar10/runs") and paths.results_dir().parent == paths.COLAB
+
+
+def test_every_notebook_says_what_run_all_costs_above_its_setup_cell():
+    assert before_you_run.sync(write=False) == [], "run python tools/before_you_run.py"
+    for path in NOTEBOOKS:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        texts = ["".join(c["source"]) for c in nb["cells"]]
+        at = next(i for i, t in enumerate(texts) if t.startswith(before_you_run.MARK))
+        assert at < nb["cells"].index(sync_links.setup_cell(nb)), path.name
+        assert "%env ALEXNET_REDUCED=1" in texts[at] and "estimate" in texts[at], path.name
+
+
+def test_the_before_you_run_cell_is_written_from_the_record(tmp_path: Path):
+    from helpers.results import notebook_costs, record_notebook_cost
+
+    entry = {"seconds": 800, "peak_mb": 2300, "peak_anon_mb": 1900, "device": "device=cpu | a CPU", "torch": "2.x",
+             "data": "CIFAR-10 (JPEG mirror)", "date": "2026-11-30"}
+    text = before_you_run.cell_text("03", {"full": entry})
+    assert "| full mode, 2-core CPU (measured) | 13 min | 2.2 GB (1.9 GB) |" in text
+    assert "| reduced mode, 2-core CPU (measured) | not measured yet" in text
+    assert "estimates, not measurements" in text and "**Binder:** in full mode" in text
+    out = tmp_path / "costs.json"
+    record_notebook_cost(out, "03_training.ipynb", "full", entry)
+    record_notebook_cost(out, "03_training.ipynb", "reduced", {**entry, "seconds": 60, "peak_anon_mb": 900})
+    costs = notebook_costs(out)
+    assert costs["03"]["full"]["seconds"] == 800 and costs["03"]["reduced"]["seconds"] == 60
+    assert "Binder" not in before_you_run.cell_text("01", {"reduced": costs["03"]["reduced"]})
+    with pytest.raises(ValueError, match="mode"):
+        record_notebook_cost(out, "03_training.ipynb", "fast", entry)

@@ -38,6 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-anon-mb", type=float, default=None,
                    help="fail when the kernel's peak anonymous memory exceeds this many MB")
     p.add_argument("--timeout", type=float, default=7200, help="seconds one cell may take (default 7200)")
+    p.add_argument("--record", type=Path, help="store the run's seconds and memory in this JSON file "
+                                                "(results/notebook_costs_cpu.json: the notebooks' 'Before you run' tables)")
     args = p.parse_args(argv)
     path = args.notebook.resolve()
     nb = nbformat.read(path, as_version=4)
@@ -70,10 +72,31 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{path.name}: {time.monotonic() - started:.0f} s; kernel peak {memory['peak']:.0f} MB, "
           f"{peak:.0f} MB of it anonymous"
           f"{'; wrote ' + str(path) if args.write else ''}")
+    if args.record and not failed:
+        record(args.record, path.name, time.monotonic() - started, memory)
     too_big = args.max_anon_mb is not None and peak > args.max_anon_mb
     if too_big:
         print(f"the anonymous peak, {peak:.0f} MB, exceeds --max-anon-mb {args.max_anon_mb:.0f}")
     return 1 if failed or too_big else 0
+
+
+def record(out: Path, name: str, seconds: float, memory: dict) -> None:
+    """Store this run under its notebook number and the mode the kernel ran in (it inherits ALEXNET_REDUCED)."""
+    from datetime import datetime, timezone
+
+    import torch
+
+    from helpers.data import dataset_label
+    from helpers.device import describe_device, pick_device
+    from helpers.mode import reduced_mode
+    from helpers.results import record_notebook_cost
+
+    mode = "reduced" if reduced_mode() else "full"
+    record_notebook_cost(out, name, mode, {
+        "seconds": round(seconds), "peak_mb": round(memory["peak"]), "peak_anon_mb": round(memory["peak_anon"]),
+        "device": describe_device(pick_device()), "torch": torch.__version__, "data": dataset_label(),
+        "date": datetime.now(timezone.utc).date().isoformat()})
+    print(f"recorded {name} ({mode} mode) in {out}")
 
 
 if __name__ == "__main__":
