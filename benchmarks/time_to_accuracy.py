@@ -1,6 +1,12 @@
-"""Time-to-accuracy of a named recipe: training seconds until test accuracy first crosses 81.37%, 85%, 90%.
+"""Time-to-accuracy of named recipes: training seconds until test accuracy first crosses 81.37%, 85%, 90%.
 
     python benchmarks/time_to_accuracy.py --recipe cpu --seeds 0 1 2 [--out results/time_to_accuracy_cpu.json]
+    python benchmarks/time_to_accuracy.py --recipe cpu_v1 cpu --seeds 0 1 2 --out results/time_to_accuracy_cpu_vs_v1.json
+
+With several recipes the runs are interleaved (seed 0 of each recipe, then seed 1, ...), so that a machine that
+gets slower or faster during the run slows both alike, and the summary gives each recipe's times as a ratio to the
+first recipe's, per seed. The record is rewritten after every run and runs already in it (same recipe, seed and
+machine) are skipped, so a stopped benchmark continues where it stopped.
 
 Each seed trains in a fresh Python process (cold caches, as a reader would run it).
 Training seconds run from the first step to the end of the epoch whose test accuracy
@@ -81,7 +87,7 @@ def summarize(records: list[dict]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipe", default="cpu", help="named recipe: upstream, cpu, gpu")
+    p.add_argument("--recipe", nargs="+", default=["cpu"], help="named recipe(s): upstream, cpu, cpu_v1, gpu")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", help="JSON file of records (default: results/time_to_accuracy_<recipe>.json)")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
@@ -91,24 +97,62 @@ def main() -> None:
     args = p.parse_args()
     overrides = parse_settings(args.set)
     if args.one_seed is not None:
-        return one_seed(args.recipe, args.one_seed, Path(args.record), overrides)
+        return one_seed(args.recipe[0], args.one_seed, Path(args.record), overrides)
 
-    out = Path(args.out or f"results/time_to_accuracy_{args.recipe}.json")
+    out = Path(args.out or f"results/time_to_accuracy_{'_'.join(args.recipe)}.json")
     records = json.loads(out.read_text()) if out.is_file() else []
-    new = []
+    machine = _machine()
     for seed in args.seeds:
-        print(f"recipe {args.recipe}, seed {seed}: fresh process", flush=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            record = Path(tmp) / "record.json"
-            cmd = [sys.executable, __file__, "--recipe", args.recipe, "--one-seed", str(seed), "--record", str(record),
-                   "--set", *args.set]
-            subprocess.run(cmd, check=True, env=os.environ.copy())
-            new.append(json.loads(record.read_text()))
-    same = {(r["recipe"]["name"], r["seed"], r["device"]) for r in new}
-    records = [r for r in records if (r["recipe"]["name"], r["seed"], r["device"]) not in same] + new
-    atomic_write_json(out, records)
-    print(summarize(new))
+        for name in args.recipe:
+            if any(_run_key(r) == (name, seed, machine) for r in records):
+                print(f"recipe {name}, seed {seed}: recorded already on this machine", flush=True)
+                continue
+            print(f"recipe {name}, seed {seed}: fresh process", flush=True)
+            with tempfile.TemporaryDirectory() as tmp:
+                record = Path(tmp) / "record.json"
+                cmd = [sys.executable, __file__, "--recipe", name, "--one-seed", str(seed), "--record", str(record),
+                       "--set", *args.set]
+                subprocess.run(cmd, check=True, env=os.environ.copy())
+                records.append(json.loads(record.read_text()))
+            atomic_write_json(out, records)  # after every run: a stopped benchmark loses at most the run in progress
+    for name in args.recipe:
+        mine = [r for r in records if _run_key(r)[0] == name and _run_key(r)[2] == machine]
+        if mine:
+            print(summarize(mine))
+    if len(args.recipe) > 1:
+        print(ratios(records, args.recipe, machine))
     print(f"wrote {out}")
+
+
+def _machine() -> str:
+    """This machine as a record's device line says it: runs compare side by side only on the same one."""
+    from helpers.device import describe_device, pick_device
+
+    return describe_device(pick_device())
+
+
+def _run_key(record: dict) -> tuple:
+    return record["recipe"]["name"], record["seed"], record["device"]
+
+
+def ratios(records: list[dict], names: list[str], machine: str) -> str:
+    """Per seed, each recipe's seconds to each threshold and to its last epoch as a ratio to the first recipe's."""
+    by = {(_run_key(r)[0], r["seed"]): r for r in records if r["device"] == machine}
+    lines = [f"side by side on {machine}: seconds as a ratio to {names[0]}'s, per seed"]
+    for name in names[1:]:
+        for what in [*(f"{t:g}" for t in THRESHOLDS), "end"]:
+            per_seed = []
+            for seed in sorted({r["seed"] for r in records}):
+                base, other = by.get((names[0], seed)), by.get((name, seed))
+                if base and other:
+                    a, b = ((r["train_seconds"] if what == "end" else r["time_to"][what]) for r in (base, other))
+                    if a and b:
+                        per_seed.append(b / a)
+            if per_seed:
+                label = "the last epoch" if what == "end" else f"{what}%"
+                lines.append(f"  {name} / {names[0]} to {label:14s} median {statistics.median(per_seed):.2f} "
+                             f"({', '.join(f'{x:.2f}' for x in per_seed)})")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

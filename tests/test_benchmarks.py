@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from measured import END, START, section, write_readme_section  # noqa: E402
-from time_to_accuracy import summarize  # noqa: E402
+from time_to_accuracy import ratios, summarize  # noqa: E402
 
 
 def record(seed: int, accs: list[float], seconds: float = 10.0, reduced: bool = False) -> dict:
@@ -65,6 +65,17 @@ def test_time_to_accuracy_summary_counts_seeds_that_reached():
     text = summarize([record(0, [80, 84, 86]), record(1, [70, 75, 80])])
     assert "time_to     85.00%  median    30.0 s  (1/2 seeds reached)" in text
     assert "time_to     90.00%  not reached  (0/2 seeds reached)" in text
+
+
+def test_side_by_side_ratios_pair_seeds_on_the_same_machine():
+    old = [record(s, [80, 82, 84, 86], seconds=20.0) for s in (0, 1)]
+    new = [{**record(s, [82, 86], seconds=15.0), "recipe": {"name": "new"}} for s in (0, 1)]
+    elsewhere = {**record(2, [90], seconds=1.0), "recipe": {"name": "new"}, "device": "device=cpu | Other CPU"}
+    renamed = [{**r, "recipe": {"name": "old"}} for r in old]
+    text = ratios(renamed + new + [elsewhere], ["old", "new"], "device=cpu | Test CPU")
+    # 81.37%: old 40 s, new 15 s -> 0.38; 85%: old 80 s, new 30 s -> 0.38; last epoch: 80 s vs 30 s -> 0.38
+    assert "new / old to 81.37%" in text and "median 0.38 (0.38, 0.38)" in text
+    assert "to the last epoch median 0.38" in text and "to 90%" not in text  # neither reached 90%
 
 
 def test_regenerate_dry_run_plans_and_refuses_cpu_full_mode(tmp_path, monkeypatch):
