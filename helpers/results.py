@@ -141,3 +141,18 @@ def record_notebook_cost(path: str | os.PathLike, notebook: str, mode: str, entr
                             "(tools/notebook_memory.py --record), per mode")
     data.setdefault("notebooks", {}).setdefault(notebook[:2], {})[mode] = entry
     atomic_write_json(path, data)
+
+
+def recipe_search_table(records: Sequence[dict], base: str = "base") -> pd.DataFrame:
+    """The recipe search's log: each idea's change, validation accuracy and difference to the base of its seed (notebook 06)."""
+    import pandas as pd
+
+    reference = {r["seed"]: r["val_acc"] for r in records if r["idea"] == base}
+    rows = []
+    for r in records:
+        epochs = len(r.get("history") or []) or r["recipe"]["epochs"]
+        change = ", ".join(f"{k}={v}" for k, v in r["change"].items()) or "-"
+        rows.append({"idea": r["idea"], "change": change, "seed": r["seed"], "epochs": epochs,
+                     "val_acc %": r["val_acc"], "flip-TTA %": r.get("val_acc_tta"),
+                     "vs base (points)": r["val_acc"] - reference[r["seed"]] if r["seed"] in reference else None})
+    return pd.DataFrame(rows)

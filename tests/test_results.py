@@ -79,3 +79,23 @@ def test_describe_run_names_the_settings():
     whole = describe_run(get_recipe("cpu", reduced=False, validation=0.0))
     assert whole.endswith("train images=50000, test images=10000")  # no split: all 50,000 train, test monitored
     assert describe_run(get_recipe("upstream", reduced=True)).startswith("recipe=upstream (model upstream_3conv), epochs=2/2")
+
+
+def test_recipe_search_table_compares_each_idea_with_the_base_of_its_seed():
+    from helpers.results import recipe_search_table
+
+    def rec(idea, seed, acc, change=None):
+        return {"idea": idea, "seed": seed, "val_acc": acc, "val_acc_tta": acc + 0.5, "change": change or {},
+                "recipe": {"epochs": 6}, "history": [{}] * 6}
+
+    table = recipe_search_table([rec("base", 0, 80.0), rec("no_dropout", 0, 81.5, {"model_overrides": {"dropout": 0.0}}),
+                                 rec("lr_0.4", 1, 79.0, {"lr": 0.4})])
+    assert list(table["vs base (points)"][:2]) == [0.0, 1.5] and pd_isna(table["vs base (points)"][2])
+    assert table["change"][1] == "model_overrides={'dropout': 0.0}" and table["change"][0] == "-"
+    assert set(table["epochs"]) == {6}
+
+
+def pd_isna(value) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
