@@ -12,6 +12,10 @@ from .mode import REDUCED, is_full
 from .recipes import Recipe, get_recipe
 
 BASELINE_RECIPE = "cpu"
+# The sweep's fixed per-run budget: the cpu recipe with its schedule compressed to this many epochs. 17 CPU variants x
+# 3 seeds are 51 runs; at 5 epochs they cost about 3 hours of a 2-core CPU with AVX512-BF16 (estimated from each
+# variant's measured images/s; LRN alone, slow in PyTorch on a CPU, is about a fifth), inside the 4 hours allowed.
+SWEEP_EPOCHS = 5
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class Group:
     reference_label: str  # what the reference is called in this group's chart
 
 
-BASELINE = Variant("baseline", "baseline", "baseline (cpu recipe)")
+BASELINE = Variant("baseline", "baseline", f"baseline (cpu recipe, {SWEEP_EPOCHS} epochs)")
 
 GROUPS: dict[str, Group] = {g.name: g for g in (
     Group("conv", "conv layers", "baseline", "5 conv"),
@@ -96,7 +100,7 @@ def select_variants(groups: Iterable[str] | None = None) -> list[Variant]:
 
 def variant_recipe(variant: Variant, full: bool | None = None, base: Recipe | None = None) -> Recipe:
     """The recipe a variant trains with: the baseline with the variant's change, shrunk to REDUCED if not full (notebook 05)."""
-    base = get_recipe(BASELINE_RECIPE, reduced=False) if base is None else base
+    base = get_recipe(BASELINE_RECIPE, reduced=False, epochs=SWEEP_EPOCHS) if base is None else base
     unknown_names("recipe field", variant.recipe_changes, Recipe.__dataclass_fields__)
     changes = dict(variant.recipe_changes)
     if "model" in changes:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .ablation import GROUPS, VARIANTS, Variant, recipe_key, select_variants, variant_recipe
+from .ablation import GROUPS, SWEEP_EPOCHS, VARIANTS, Variant, recipe_key, select_variants, variant_recipe
 from .checks import TrainingError, at_least
 from .mode import REDUCED, is_full, mode_banner
 from .recipes import Recipe
@@ -181,13 +181,14 @@ def _train_run(variant: Variant, seed: int, recipe: Recipe, full: bool, *, data:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m helpers.ablation", description=(
-        "Run the ablation sweep: each variant changes one thing from the baseline (the 'cpu' recipe at 32x32) and is "
-        "trained once per seed. Records are appended to a JSON file after every run; runs already in the file are "
-        "skipped, so an interrupted sweep continues where it stopped. Full results: python -m helpers.ablation --full "
-        "--seeds 0 1 2 (hours on a CPU; use a GPU)."))
+        f"Run the ablation sweep: each variant changes one thing from the baseline (the 'cpu' recipe at 32x32, its "
+        f"schedule compressed to {SWEEP_EPOCHS} epochs) and is trained once per seed. Records are appended to a JSON "
+        f"file after every run; runs already in the file are skipped, so an interrupted sweep continues where it "
+        f"stopped. Full results: python -m helpers.ablation --full --seeds 0 1 2 (about 3 hours on a 2-core CPU)."))
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--full", dest="full", action="store_true", default=None,
-                      help="full-size runs: the baseline recipe's epochs on all 50,000/10,000 images")
+                      help=f"full-size runs: {SWEEP_EPOCHS} epochs on the 45,000 training images, verdicts on the "
+                           f"5,000 validation images, the 10,000 test images reported")
     mode.add_argument("--reduced", dest="full", action="store_false",
                       help=f"smoke-test runs: {REDUCED['epochs']} epochs, {REDUCED['train_limit']} train / "
                            f"{REDUCED['test_limit']} test images (default: follows ALEXNET_REDUCED/CI)")

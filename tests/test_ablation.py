@@ -7,6 +7,7 @@ import pytest
 from helpers.ablation import (
     BASELINE,
     GROUPS,
+    SWEEP_EPOCHS,
     VARIANTS,
     Variant,
     recipe_key,
@@ -49,9 +50,9 @@ def test_every_group_has_variants_and_a_known_reference():
         variant_by_name("colour")
 
 
-def test_baseline_is_the_cpu_recipe_and_reduced_mode_shrinks_it():
+def test_baseline_is_the_cpu_recipe_at_the_sweep_budget_and_reduced_mode_shrinks_it():
     full = variant_recipe(BASELINE, full=True)
-    cpu = get_recipe("cpu", reduced=False)
+    cpu = get_recipe("cpu", reduced=False, epochs=SWEEP_EPOCHS)
     assert {k: v for k, v in full.to_dict().items() if k != "name"} == {k: v for k, v in cpu.to_dict().items() if k != "name"}
     small = variant_recipe(BASELINE, full=False)
     assert all(getattr(small, k) == v for k, v in REDUCED.items())
