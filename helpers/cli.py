@@ -165,10 +165,9 @@ def _setup(args: argparse.Namespace, distributed: bool):
 
 def _check_batch_fits(recipe: Recipe, data) -> None:
     """A batch larger than the training images would train on nothing: refuse it before anything is written."""
-    from .data import validation_indices
+    from .data import split_sizes
 
-    images = len(data.train_labels) - len(validation_indices(data.train_labels, recipe.validation))
-    images = min(images, recipe.train_limit or images)
+    images = split_sizes(recipe.validation, recipe.train_limit, train_labels=data.train_labels)["train_images"]
     if dist.split_batch(recipe.batch_size) > images:
         raise ValueError(f"the batch size {recipe.batch_size} is larger than the {images} training images, so there "
                          f"would be no step to train; use --batch-size {images} or less")

@@ -256,6 +256,20 @@ def _write_cache(path: Path, stamp: list, tensors: dict) -> None:
                       stacklevel=3)
 
 
+def split_sizes(validation: float, train_limit: int | None = None, test_limit: int | None = None,
+                train_labels: torch.Tensor | None = None, test_count: int = 10_000) -> dict[str, int]:
+    """Images a recipe trains on, chooses on (validation) and reports on (test) after the split and its limits.
+
+    With `train_labels` the split is counted exactly; without, CIFAR-10's 50,000 balanced training images are assumed
+    (describe_run, the command line and the sweep all count this way).
+    """
+    total = 50_000 if train_labels is None else len(train_labels)
+    held_out = round(total * validation) if train_labels is None else len(validation_indices(train_labels, validation))
+    train = total - held_out
+    return {"train_images": min(train_limit or train, train), "val_images": min(test_limit or held_out, held_out),
+            "test_images": min(test_limit or test_count, test_count)}
+
+
 def validation_indices(labels: torch.Tensor, share: float = VALIDATION, seed: int = SPLIT_SEED) -> torch.Tensor:
     """Sorted indices of a fixed, class-stratified validation split: `share` of every class's images (split_validation)."""
     if not 0 <= share < 1:

@@ -18,7 +18,8 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def _flag(name: str) -> bool | None:
+def env_flag(name: str) -> bool | None:
+    """The truth value of environment variable `name` (1/true/yes/on or 0/false/no/off), None if unset (conftest.py)."""
     value = os.environ.get(name)
     if value is None:
         return None
@@ -32,8 +33,8 @@ def _flag(name: str) -> bool | None:
 
 def reduced_mode() -> bool:
     """True when work should shrink for CI: ALEXNET_REDUCED wins, else CI (notebooks 05, 06)."""
-    forced = _flag("ALEXNET_REDUCED")
-    return forced if forced is not None else bool(_flag("CI"))
+    forced = env_flag("ALEXNET_REDUCED")
+    return forced if forced is not None else bool(env_flag("CI"))
 
 
 def is_reduced(reduced: bool | None = None) -> bool:

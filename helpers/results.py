@@ -21,14 +21,15 @@ TIMING_KEYS = ("train_seconds", "train_seconds_total", "images_per_s")
 
 def describe_run(recipe: Recipe, device: torch.device | str | None = None, history: Sequence[dict] | None = None) -> str:
     """One line of settings for a printed result: device, recipe, epochs, train/validation/test images (notebooks 03, 04)."""
-    held_out = round(50_000 * recipe.validation)  # of CIFAR-10's 50,000 training images
-    train_images = min(recipe.train_limit or 50_000, 50_000 - held_out)
-    val_images, test_images = min(recipe.test_limit or held_out, held_out), min(recipe.test_limit or 10_000, 10_000)
+    from .data import split_sizes
+
+    sizes = split_sizes(recipe.validation, recipe.train_limit, recipe.test_limit)
     epochs = len(history) if history else recipe.epochs
     where = f"device={torch.device(device).type}, " if device is not None else ""
-    images = f"train images={train_images}, " + (f"validation images={val_images}, " if held_out else "")
+    images = f"train images={sizes['train_images']}, " + (f"validation images={sizes['val_images']}, "
+                                                          if recipe.validation else "")
     return (f"{where}recipe={recipe.name} (model {recipe.model}), epochs={epochs}/{recipe.epochs}, "
-            f"{images}test images={test_images}")
+            f"{images}test images={sizes['test_images']}")
 
 
 def state_dict_differences(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -155,4 +156,29 @@ def recipe_search_table(records: Sequence[dict], base: str = "base") -> pd.DataF
         rows.append({"idea": r["idea"], "change": change, "seed": r["seed"], "epochs": epochs,
                      "val_acc %": r["val_acc"], "flip-TTA %": r.get("val_acc_tta"),
                      "vs base (points)": r["val_acc"] - reference[r["seed"]] if r["seed"] in reference else None})
+    return pd.DataFrame(rows)
+
+
+def side_by_side_ratios(records: Sequence[dict], names: Sequence[str], targets: Sequence[str] = ("81.37", "85")) -> pd.DataFrame:
+    """Each recipe's seconds to each target and to its last epoch over the first recipe's, per seed, one machine (notebook 06)."""
+    import statistics
+
+    import pandas as pd
+
+    by = {(_recipe_name(r), r["seed"], r["device"]): r for r in records}
+    rows = []
+    for name in names[1:]:
+        for what in [*targets, "end"]:
+            per_seed = {}
+            for (recipe, seed, device), base in by.items():
+                other = by.get((name, seed, device))
+                if recipe != names[0] or other is None:
+                    continue
+                a, b = ((r["train_seconds"] if what == "end" else r["time_to"].get(what)) for r in (base, other))
+                if a and b:
+                    per_seed[seed] = b / a
+            if per_seed:
+                rows.append({"recipe": name, "versus": names[0], "seconds to": "last epoch" if what == "end" else f"{what}%",
+                             "median ratio": statistics.median(per_seed.values()), "seeds": len(per_seed),
+                             "per seed": ", ".join(f"{s}: {x:.2f}" for s, x in sorted(per_seed.items()))})
     return pd.DataFrame(rows)

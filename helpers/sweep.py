@@ -124,13 +124,10 @@ def _run_record(variant: Variant, seed: int, recipe: Recipe, full: bool, data: C
 
 def _split_sizes(recipe: Recipe, data: Cifar10) -> dict:
     """How many images a run trains on, chooses on (validation) and reports on (test)."""
-    from .data import validation_indices
+    from .data import split_sizes
 
-    val = len(validation_indices(data.train_labels, recipe.validation))
-    train = len(data.train_labels) - val
-    limit = recipe.test_limit or max(val, len(data.test_labels))
-    return {"train_images": min(recipe.train_limit or train, train), "val_images": min(limit, val),
-            "test_images": min(limit, len(data.test_labels)), "validation": recipe.validation}
+    return {**split_sizes(recipe.validation, recipe.train_limit, recipe.test_limit, data.train_labels,
+                          len(data.test_labels)), "validation": recipe.validation}
 
 
 # A run that predicts (nearly) one class for everything, or scores no better than guessing, has collapsed: it is

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from measured import END, START, section, write_readme_section  # noqa: E402
-from time_to_accuracy import ratios, summarize  # noqa: E402
+from time_to_accuracy import summarize  # noqa: E402
 
 
 def record(seed: int, accs: list[float], seconds: float = 10.0, reduced: bool = False) -> dict:
@@ -68,14 +68,16 @@ def test_time_to_accuracy_summary_counts_seeds_that_reached():
 
 
 def test_side_by_side_ratios_pair_seeds_on_the_same_machine():
-    old = [record(s, [80, 82, 84, 86], seconds=20.0) for s in (0, 1)]
+    from helpers.results import side_by_side_ratios
+
+    old = [{**record(s, [80, 82, 84, 86], seconds=20.0), "recipe": {"name": "old"}} for s in (0, 1)]
     new = [{**record(s, [82, 86], seconds=15.0), "recipe": {"name": "new"}} for s in (0, 1)]
-    elsewhere = {**record(2, [90], seconds=1.0), "recipe": {"name": "new"}, "device": "device=cpu | Other CPU"}
-    renamed = [{**r, "recipe": {"name": "old"}} for r in old]
-    text = ratios(renamed + new + [elsewhere], ["old", "new"], "device=cpu | Test CPU")
-    # 81.37%: old 40 s, new 15 s -> 0.38; 85%: old 80 s, new 30 s -> 0.38; last epoch: 80 s vs 30 s -> 0.38
-    assert "new / old to 81.37%" in text and "median 0.38 (0.38, 0.38)" in text
-    assert "to the last epoch median 0.38" in text and "to 90%" not in text  # neither reached 90%
+    elsewhere = {**record(0, [90], seconds=1.0), "recipe": {"name": "new"}, "device": "device=cpu | Other CPU"}
+    table = side_by_side_ratios(old + new + [elsewhere], ["old", "new"], targets=("81.37", "85", "90"))
+    # 81.37%: old 40 s, new 15 s; 85%: old 80 s, new 30 s; last epoch: 80 s vs 30 s: 0.375 each, per seed
+    assert list(table["seconds to"]) == ["81.37%", "85%", "last epoch"]  # neither reached 90%: no row
+    assert all(abs(x - 0.375) < 1e-9 for x in table["median ratio"]) and set(table["seeds"]) == {2}
+    assert table["per seed"][0] == "0: 0.38, 1: 0.38"  # the other machine's run is never paired
 
 
 def test_regenerate_dry_run_plans_and_refuses_cpu_full_mode(tmp_path, monkeypatch):

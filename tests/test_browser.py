@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers.mode import env_flag
+
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
 SCRIPT = ROOT / "tools" / "lab_check.py"
@@ -29,7 +31,7 @@ _spec.loader.exec_module(lab_check)
 
 def browser_required() -> bool:
     """True when ALEXNET_REQUIRE_BROWSER says a missing browser must fail the test instead of skipping it."""
-    return os.environ.get("ALEXNET_REQUIRE_BROWSER", "").strip().lower() in {"1", "true", "yes", "on"}
+    return bool(env_flag("ALEXNET_REQUIRE_BROWSER"))
 
 
 def test_lab_check_has_a_help_text():

@@ -56,3 +56,33 @@ def test_missing_data_stops_the_session_once_with_what_to_do(probe_notebook, tmp
     assert done.returncode == pytest.ExitCode.USAGE_ERROR, out
     assert out.count("The notebooks need CIFAR-10") == 1 and "is incomplete" in out and "CIFAR10_ROOT" in out
     assert "passed" not in out  # not one notebook ran
+
+
+def test_in_ci_the_browser_test_runs_the_notebooks_and_nbval_only_those_with_checked_outputs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import importlib.util
+    from types import SimpleNamespace
+
+    spec = importlib.util.spec_from_file_location("root_conftest", REPO / "conftest.py")
+    root = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(root)
+    plain, checked = tmp_path / "plain.ipynb", tmp_path / "checked.ipynb"
+    plain.write_text(json.dumps(PROBE))
+    checked.write_text(json.dumps(PROBE).replace("import os", "# NBVAL_CHECK_OUTPUT\\nimport os"))
+
+    def collect(**env) -> list[bool]:
+        for name in ("ALEXNET_REQUIRE_BROWSER", "ALEXNET_NBVAL_ALL"):
+            monkeypatch.delenv(name, raising=False)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        items = [SimpleNamespace(name=n, path=p, marks=[]) for n, p in (
+            ("test_every_notebook_runs_in_jupyterlab_in_chromium", REPO / "tests" / "test_browser.py"),
+            ("Cell 0", plain), ("Cell 0", checked))]
+        for item in items:
+            item.add_marker = item.marks.append
+        root.pytest_collection_modifyitems(None, items)
+        return [bool(item.marks) for item in items]
+
+    assert collect() == [False, False, False]  # a machine without the browser test's requirement runs everything
+    assert collect(ALEXNET_REQUIRE_BROWSER="1") == [False, True, False]  # CI: the browser test runs them
+    assert collect(ALEXNET_REQUIRE_BROWSER="1", ALEXNET_NBVAL_ALL="1") == [False, False, False]

@@ -198,3 +198,14 @@ def test_an_unwritable_data_folder_means_no_cache_one_warning_and_no_temp_file(c
         data = load_cifar10(cifar_root, download=False)
     assert len(data.train_images) == 5 * PER_BATCH
     assert not (cifar_root / D.CACHE_FILE).exists() and not list(cifar_root.glob("*.tmp"))
+
+
+def test_split_sizes_count_the_split_and_its_limits():
+    from helpers.data import split_sizes, validation_indices
+
+    assert split_sizes(0.1) == {"train_images": 45_000, "val_images": 5_000, "test_images": 10_000}
+    assert split_sizes(0.0, train_limit=1024, test_limit=500) == {"train_images": 1024, "val_images": 0,
+                                                                  "test_images": 500}
+    labels = torch.arange(10).repeat_interleave(7)  # 7 images per class: 10% of each rounds to 1
+    exact = split_sizes(0.1, train_labels=labels, test_count=30, test_limit=100)
+    assert exact == {"train_images": 70 - len(validation_indices(labels, 0.1)), "val_images": 10, "test_images": 30}
