@@ -120,7 +120,11 @@ def main() -> None:
         if mine:
             print(summarize(mine))
     if len(args.recipe) > 1:
-        print(ratios(records, args.recipe, machine))
+        from helpers.results import side_by_side_ratios
+
+        here = [r for r in records if r["device"] == machine]
+        print(f"side by side on {machine}: seconds as a ratio to {args.recipe[0]}'s, per seed")
+        print(side_by_side_ratios(here, args.recipe).round(2).to_string(index=False))
     print(f"wrote {out}")
 
 
@@ -133,26 +137,6 @@ def _machine() -> str:
 
 def _run_key(record: dict) -> tuple:
     return record["recipe"]["name"], record["seed"], record["device"]
-
-
-def ratios(records: list[dict], names: list[str], machine: str) -> str:
-    """Per seed, each recipe's seconds to each threshold and to its last epoch as a ratio to the first recipe's."""
-    by = {(_run_key(r)[0], r["seed"]): r for r in records if r["device"] == machine}
-    lines = [f"side by side on {machine}: seconds as a ratio to {names[0]}'s, per seed"]
-    for name in names[1:]:
-        for what in [*(f"{t:g}" for t in THRESHOLDS), "end"]:
-            per_seed = []
-            for seed in sorted({r["seed"] for r in records}):
-                base, other = by.get((names[0], seed)), by.get((name, seed))
-                if base and other:
-                    a, b = ((r["train_seconds"] if what == "end" else r["time_to"][what]) for r in (base, other))
-                    if a and b:
-                        per_seed.append(b / a)
-            if per_seed:
-                label = "the last epoch" if what == "end" else f"{what}%"
-                lines.append(f"  {name} / {names[0]} to {label:14s} median {statistics.median(per_seed):.2f} "
-                             f"({', '.join(f'{x:.2f}' for x in per_seed)})")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":
