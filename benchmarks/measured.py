@@ -39,10 +39,10 @@ def recipe_rows(results: Path) -> list[str]:
     rows = []
     for path in sorted(results.glob("time_to_accuracy_*.json")):
         records = [r for r in json.loads(path.read_text()) if not r.get("reduced_mode")]
-        by_device: dict[str, list[dict]] = {}
+        by_device: dict[tuple[str, str], list[dict]] = {}  # a file may hold several recipes run side by side
         for r in records:
-            by_device.setdefault(r["device"], []).append(r)
-        for device, runs in by_device.items():
+            by_device.setdefault((r["recipe"]["name"], r["device"]), []).append(r)
+        for (_, device), runs in by_device.items():
             r0 = runs[0]
             tta = [r["final_test_acc_tta"] for r in runs if r.get("final_test_acc_tta") is not None]
             to = {t: _median_reached([r["time_to"][t] for r in runs]) for t in ("81.37", "85")}

@@ -61,6 +61,14 @@ def test_readme_section_matches_records(tmp_path):
         write_readme_section(tmp_path / "bare.md", results)
 
 
+def test_a_side_by_side_file_gives_one_row_per_recipe(tmp_path):
+    old = [{**record(s, [80, 84, 86], seconds=20.0), "recipe": {"name": "cpu_v1"}} for s in (0, 1)]
+    new = [record(s, [82, 86]) for s in (0, 1)]
+    (tmp_path / "time_to_accuracy_cpu_vs_v1.json").write_text(json.dumps(old + new))
+    rows = [line for line in section(tmp_path).splitlines() if line.startswith("| `cpu")]
+    assert [row.split(" |")[0] for row in rows] == ["| `cpu_v1`", "| `cpu`"] and all("| 2 (0, 1) |" in r for r in rows)
+
+
 def test_time_to_accuracy_summary_counts_seeds_that_reached():
     text = summarize([record(0, [80, 84, 86]), record(1, [70, 75, 80])])
     assert "time_to     85.00%  median    30.0 s  (1/2 seeds reached)" in text
