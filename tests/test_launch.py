@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import sys
@@ -239,3 +240,30 @@ def test_the_before_you_run_cell_is_written_from_the_record(tmp_path: Path):
     assert "Binder" not in before_you_run.cell_text("01", {"reduced": costs["03"]["reduced"]})
     with pytest.raises(ValueError, match="mode"):
         record_notebook_cost(out, "03_training.ipynb", "fast", entry)
+
+
+def test_on_colab_a_failed_install_ends_the_setup_cell_with_what_to_do(tmp_path: Path):
+    """The first cell in a real kernel, as Colab runs it: google.colab present, the %pip install failing, no course."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = json.loads(NOTEBOOKS[0].read_text(encoding="utf-8"))
+    setup = "".join(sync_links.setup_cell(nb)["source"])
+    fake_colab = ("import sys, types\n"
+                  "sys.modules['google.colab'] = types.ModuleType('google.colab')  # as on Colab\n"
+                  "sys.modules['helpers.notebook'] = None  # the course is not installed: the import fails")
+    # An unreachable package index and git host: the %pip line fails quickly, as on a machine without the course's URL.
+    env = {**os.environ, "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_RETRIES": "0", "PIP_TIMEOUT": "2",
+           "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "url.http://127.0.0.1:9/.insteadOf",
+           "GIT_CONFIG_VALUE_0": "https://github.com/"}
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(fake_colab), nbformat.v4.new_code_cell(setup)])
+    client = nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3", allow_errors=True,
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    with client.setup_kernel(env=env):
+        for index, cell in enumerate(notebook.cells):
+            client.execute_cell(cell, index)
+    outputs = notebook.cells[1].outputs
+    text = "\n".join(o.get("text", "") + o.get("evalue", "") for o in outputs)
+    errors = [o for o in outputs if o.output_type == "error"]
+    assert errors and errors[0].ename == "SystemExit", text  # one short error, not a traceback from inside helpers
+    for words in ("not installed", "%pip line above failed", "fork", "pip install -e"):
+        assert words in text, (words, text)
