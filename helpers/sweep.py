@@ -13,7 +13,17 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .ablation import GROUPS, SWEEP_EPOCHS, VARIANTS, Variant, recipe_key, select_variants, variant_recipe
+from .ablation import (
+    GPU_ONLY_GROUPS,
+    GROUPS,
+    SWEEP_EPOCHS,
+    VARIANTS,
+    Variant,
+    groups_for_device,
+    recipe_key,
+    select_variants,
+    variant_recipe,
+)
 from .checks import TrainingError, at_least
 from .mode import REDUCED, is_full, mode_banner
 from .recipes import Recipe
@@ -219,6 +229,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         shard = parse_shard(args.shard) if args.shard else None
+        device = pick_device(args.device)
+        if args.groups is None and groups_for_device(device.type) != list(GROUPS):
+            args.groups = groups_for_device(device.type)
+            print(f"on {device.type}: GPU-only group(s) {', '.join(GPU_ONLY_GROUPS)} left out; name them with --groups "
+                  f"to run them anyway")
         variants = select_variants(args.groups)
         full = is_full(args.full)
         at_least("--jobs", args.jobs, 1)
@@ -226,7 +241,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _print_merge(Path(args.out) if args.out else default_output(full), args.groups)
         if args.jobs > 1:
             return _run_jobs(args, full, shard)
-        device = pick_device(args.device)
         out = shard_output(args.out, shard) if args.out else default_output(full, shard)
         read_records(out)  # a results file that cannot be one is refused before any data or training
         data = load_cifar10(args.data_root)

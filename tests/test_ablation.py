@@ -82,3 +82,12 @@ def test_select_variants_adds_the_references():
 def test_variant_with_an_unknown_field_is_rejected():
     with pytest.raises(ValueError, match="unknown recipe field 'colour'"):
         variant_recipe(Variant("x", "loss", "x", {"colour": "red"}), full=False)
+
+
+def test_a_cpu_leaves_out_the_gpu_only_groups():
+    from helpers.ablation import GPU_ONLY_GROUPS, groups_for_device
+
+    assert groups_for_device("cuda") == list(GROUPS)
+    for device_type in ("cpu", "mps"):
+        groups = groups_for_device(device_type)
+        assert "input" in GPU_ONLY_GROUPS and "input" not in groups and len(groups) == len(GROUPS) - len(GPU_ONLY_GROUPS)
