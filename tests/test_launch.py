@@ -232,6 +232,8 @@ def test_the_before_you_run_cell_is_written_from_the_record(tmp_path: Path):
     assert "| full mode, 2-core CPU (measured) | 13 min | 2.2 GB (1.9 GB) |" in text
     assert "| reduced mode, 2-core CPU (measured) | not measured yet" in text
     assert "estimates, not measurements" in text and "**Binder:** in full mode" in text
+    near = before_you_run.cell_text("03", {"full": {**entry, "peak_anon_mb": 1900, "torch": "2.14.1+cu130"}})
+    assert "within 150 MB" in near and "about 1,753 MB" in near  # the CUDA build's extra import memory taken off
     out = tmp_path / "costs.json"
     record_notebook_cost(out, "03_training.ipynb", "full", entry)
     record_notebook_cost(out, "03_training.ipynb", "reduced", {**entry, "seconds": 60, "peak_anon_mb": 900})

@@ -27,6 +27,9 @@ from helpers.results import NOTEBOOK_COSTS, notebook_costs  # noqa: E402
 
 MARK = "## Before you run"
 BINDER_KERNEL_MB = 1800  # of Binder's 2 GB, what the kernel may hold beside the Jupyter server (tools/lab_check.py)
+# torch's CUDA build allocates this much more on import than Binder's CPU-only build (358 vs 211 MB, measured with
+# torch 2.13: docs/maintaining.md, Binder memory), so a peak measured with it errs high by as much on Binder.
+CUDA_BUILD_EXTRA_MB = 147
 
 # Not measured: no GPU has run the notebooks yet. Each estimate says what it rests on.
 GPU_ESTIMATES = {
@@ -64,10 +67,18 @@ def cell_text(number: str, costs: dict[str, dict]) -> str:
     if measured:
         lines.append(f"Measured in a fresh kernel by `tools/notebook_memory.py` on `{measured['device']}`, "
                      f"{measured['data']}, {measured['date']}. The GPU figures are estimates, not measurements: {basis}.")
-    too_big = [m for m, e in (("full", full), ("reduced", reduced)) if e and e["peak_anon_mb"] > BINDER_KERNEL_MB]
+    on_binder = {m: e["peak_anon_mb"] - (CUDA_BUILD_EXTRA_MB if "+cu" in e.get("torch", "") else 0)
+                 for m, e in (("full", full), ("reduced", reduced)) if e}
+    too_big = [m for m, mb in on_binder.items() if mb > BINDER_KERNEL_MB]
+    close = [m for m, mb in on_binder.items() if BINDER_KERNEL_MB - 150 < mb <= BINDER_KERNEL_MB]
     if too_big:
         lines.append(f"**Binder:** in {' and '.join(too_big)} mode this kernel holds more than the "
                      f"{BINDER_KERNEL_MB} MB a 2 GB Binder session leaves it; run it on Colab or your own machine.")
+    elif close:
+        lines.append(f"**Binder:** in {' and '.join(close)} mode this kernel comes within 150 MB of the "
+                     f"{BINDER_KERNEL_MB} MB a 2 GB Binder session leaves it (about {max(on_binder[m] for m in close):,.0f} MB "
+                     f"with Binder's CPU-only torch, which takes about {CUDA_BUILD_EXTRA_MB} MB less than the CUDA build "
+                     "measured here): if the kernel restarts, use reduced mode there.")
     lines += ["", "**Reduced mode** runs every cell on a slice of the data in a few minutes; its numbers are a smoke test, "
               "not results. To switch it on from inside the notebook, run this line in a new cell *above* the setup "
               "cell below, then *Run all*:", "", "```", "%env ALEXNET_REDUCED=1", "```"]
