@@ -37,6 +37,9 @@ GPU_ESTIMATES = {
            "the `gpu` recipe trains about 1.4 PFLOP (30 epochs of 45,000 images at about 1 GFLOP each, forward and "
            "backward); a T4 at a quarter of its 65 TFLOP/s fp16 peak needs about 90 s for that, an H100 far less, "
            "and loading, evaluation and the demonstrations add to both"),
+    "05": ("seconds", "seconds",
+           "in full mode it reads the recorded sweep (`results/ablations.json`) and trains nothing unless "
+           "`TRAIN_MISSING = True`; each missing run then costs minutes on a CPU, seconds to a minute on a GPU"),
     "06": ("a few minutes", "1–2 minutes",
            "its timings run a fixed number of steps per setting; on a GPU `torch.compile`'s first step (tens of "
            "seconds per compiled setting) and upstream's 227x227 model dominate"),
@@ -71,12 +74,14 @@ def cell_text(number: str, costs: dict[str, dict]) -> str:
                  for m, e in (("full", full), ("reduced", reduced)) if e}
     too_big = [m for m, mb in on_binder.items() if mb > BINDER_KERNEL_MB]
     close = [m for m, mb in on_binder.items() if BINDER_KERNEL_MB - 150 < mb <= BINDER_KERNEL_MB]
+    if too_big or close:
+        lines.append("")
     if too_big:
         lines.append(f"**Binder:** in {' and '.join(too_big)} mode this kernel holds more than the "
-                     f"{BINDER_KERNEL_MB} MB a 2 GB Binder session leaves it; run it on Colab or your own machine.")
+                     f"{BINDER_KERNEL_MB:,} MB a 2 GB Binder session leaves it; run it on Colab or your own machine.")
     elif close:
         lines.append(f"**Binder:** in {' and '.join(close)} mode this kernel comes within 150 MB of the "
-                     f"{BINDER_KERNEL_MB} MB a 2 GB Binder session leaves it (about {max(on_binder[m] for m in close):,.0f} MB "
+                     f"{BINDER_KERNEL_MB:,} MB a 2 GB Binder session leaves it (about {max(on_binder[m] for m in close):,.0f} MB "
                      f"with Binder's CPU-only torch, which takes about {CUDA_BUILD_EXTRA_MB} MB less than the CUDA build "
                      "measured here): if the kernel restarts, use reduced mode there.")
     lines += ["", "**Reduced mode** runs every cell on a slice of the data in a few minutes; its numbers are a smoke test, "
