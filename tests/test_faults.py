@@ -72,7 +72,11 @@ def gated_loaders(*args, **kwargs):
             for step, batch in enumerate(base.__iter__(self)):
                 if Gated.epochs_started == gate_epoch and step == gate_step:
                     open(marker, "w").close()
-                    time.sleep(3600)  # killed here
+                    # Short sleeps, not one long one: a SIGINT the kernel hands to another thread (torch
+                    # has some) does not wake a blocked sleep, but Python raises it between two of these,
+                    # as it does between the optimiser steps of a real run.
+                    for _ in range(36_000):
+                        time.sleep(0.1)  # killed or interrupted here
                 yield batch
 
     train.__class__ = Gated
