@@ -5,6 +5,7 @@ Loaded by `pytest`, `pytest tests`, `pytest --nbval-lax notebooks/` and `pytest 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -51,6 +52,13 @@ def data_problem() -> str | None:
     return None
 
 
+def checks_outputs(path: Path) -> bool:
+    """True for a notebook with a cell whose output nbval compares (a `# NBVAL_CHECK_OUTPUT` comment or tag)."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    return any("nbval-check-output" in c.get("metadata", {}).get("tags", []) or "NBVAL_CHECK_OUTPUT" in "".join(c["source"])
+               for c in cells if c["cell_type"] == "code")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """In CI the browser test runs every notebook in JupyterLab; nbval then runs only notebooks with checked outputs."""
     from helpers.mode import env_flag
@@ -59,9 +67,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not (browser and env_flag("ALEXNET_REQUIRE_BROWSER")) or env_flag("ALEXNET_NBVAL_ALL"):
         return
     # Running each notebook a second time here would double the CI's longest part. A notebook with cells whose
-    # outputs nbval compares (# NBVAL_CHECK_OUTPUT) still runs here: the browser test executes but does not compare.
+    # outputs nbval compares (tag nbval-check-output) still runs here: the browser test executes but does not compare.
     skip = pytest.mark.skip(reason="run in JupyterLab by tests/test_browser.py (CI); ALEXNET_NBVAL_ALL=1 runs it here too")
     for item in items:
         path = Path(item.path)
-        if path.suffix == ".ipynb" and "NBVAL_CHECK_OUTPUT" not in path.read_text(encoding="utf-8"):
+        if path.suffix == ".ipynb" and not checks_outputs(path):
             item.add_marker(skip)

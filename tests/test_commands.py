@@ -66,9 +66,12 @@ def test_in_ci_the_browser_test_runs_the_notebooks_and_nbval_only_those_with_che
     spec = importlib.util.spec_from_file_location("root_conftest", REPO / "conftest.py")
     root = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(root)
-    plain, checked = tmp_path / "plain.ipynb", tmp_path / "checked.ipynb"
+    plain, checked, tagged = tmp_path / "plain.ipynb", tmp_path / "checked.ipynb", tmp_path / "tagged.ipynb"
     plain.write_text(json.dumps(PROBE))
     checked.write_text(json.dumps(PROBE).replace("import os", "# NBVAL_CHECK_OUTPUT\\nimport os"))
+    with_tag = json.loads(json.dumps(PROBE))
+    with_tag["cells"][0]["metadata"]["tags"] = ["nbval-check-output"]  # the form the course's notebooks use
+    tagged.write_text(json.dumps(with_tag))
 
     def collect(**env) -> list[bool]:
         for name in ("ALEXNET_REQUIRE_BROWSER", "ALEXNET_NBVAL_ALL"):
@@ -77,12 +80,12 @@ def test_in_ci_the_browser_test_runs_the_notebooks_and_nbval_only_those_with_che
             monkeypatch.setenv(name, value)
         items = [SimpleNamespace(name=n, path=p, marks=[]) for n, p in (
             ("test_every_notebook_runs_in_jupyterlab_in_chromium", REPO / "tests" / "test_browser.py"),
-            ("Cell 0", plain), ("Cell 0", checked))]
+            ("Cell 0", plain), ("Cell 0", checked), ("Cell 0", tagged))]
         for item in items:
             item.add_marker = item.marks.append
         root.pytest_collection_modifyitems(None, items)
         return [bool(item.marks) for item in items]
 
-    assert collect() == [False, False, False]  # a machine without the browser test's requirement runs everything
-    assert collect(ALEXNET_REQUIRE_BROWSER="1") == [False, True, False]  # CI: the browser test runs them
-    assert collect(ALEXNET_REQUIRE_BROWSER="1", ALEXNET_NBVAL_ALL="1") == [False, False, False]
+    assert collect() == [False, False, False, False]  # a machine without the browser test's requirement runs everything
+    assert collect(ALEXNET_REQUIRE_BROWSER="1") == [False, True, False, False]  # CI: the browser test runs them
+    assert collect(ALEXNET_REQUIRE_BROWSER="1", ALEXNET_NBVAL_ALL="1") == [False, False, False, False]
