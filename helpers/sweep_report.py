@@ -141,3 +141,32 @@ def plot_sweep(records: Sequence[dict], groups: Iterable[str] | None = None, nco
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+VERDICT_COLOURS = {"better": "tab:green", "worse": "tab:red", "within noise": "tab:gray"}
+
+
+def plot_differences(table: pd.DataFrame, metric_label: str = "validation accuracy") -> Figure:
+    """Each variant's paired difference to its reference with its 95% interval, coloured by verdict (notebook 05)."""
+    import matplotlib.pyplot as plt
+
+    rows = table[(table["verdict"] != "reference") & table["delta"].notna()].iloc[::-1]
+    if rows.empty:
+        raise ValueError("no variant has a paired difference yet: record a reference run and a variant on the same seed")
+    fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(rows) + 1.2))
+    rows = rows.assign(y=range(len(rows)))
+    for verdict, part in rows.groupby("verdict"):
+        colour = VERDICT_COLOURS.get(verdict, "black")
+        # An interval needs two paired seeds; with one seed only the point is drawn.
+        low = (part["delta"] - part["delta_low"]).fillna(0).clip(lower=0)
+        high = (part["delta_high"] - part["delta"]).fillna(0).clip(lower=0)
+        ax.errorbar(part["delta"], part["y"], xerr=[low, high], fmt="o", color=colour, capsize=3)
+    ax.axvline(0, color="black", lw=1)
+    labels = [f"{GROUPS[g].title}: {label}" for g, label in zip(rows["group"], rows["label"])]
+    ax.set_yticks(list(rows["y"]), labels)
+    ax.set_xlabel(f"difference to the reference, {metric_label} (percentage points)")
+    ax.grid(axis="x", alpha=0.3)
+    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=v) for v, c in VERDICT_COLOURS.items()]
+    ax.legend(handles=handles, loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig

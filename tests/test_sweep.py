@@ -18,7 +18,7 @@ from helpers.checks import TrainingError
 from helpers.data import load_cifar10
 from helpers.paths import results_dir, runs_dir
 from helpers.sweep import main, plan_runs, recorded_runs, run_sweep
-from helpers.sweep_report import plot_sweep, summarize_sweep
+from helpers.sweep_report import plot_differences, plot_sweep, summarize_sweep
 from helpers.sweep_store import (
     default_output,
     load_records,
@@ -229,6 +229,11 @@ def test_summary_pairs_each_variant_with_its_reference_over_the_same_seeds():
     assert list(table.group.unique()) == ["loss", "loss_adam", "optimizer"]
     fig = plot_sweep(records, ["loss", "loss_adam", "optimizer"])
     assert len([ax for ax in fig.axes if ax.has_data()]) == 3
+    fig = plot_differences(table)  # one point per variant with a paired difference, coloured by its verdict
+    ticks = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert len(ticks) == 4 and any("BCE" in t or "bce" in t.lower() for t in ticks)
+    with pytest.raises(ValueError, match="no variant has a paired difference"):
+        plot_differences(table[table["verdict"] == "reference"])
     with pytest.raises(ValueError, match="mix reduced"):
         summarize_sweep(records + [record("baseline", 3, 90.0, reduced=False)])
     with pytest.raises(ValueError, match="unknown group 'colour'"):
