@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import platform
 import re
 import statistics
@@ -124,7 +126,8 @@ def _first_steps(settings: Sequence[Setting], device: torch.device, bar) -> tupl
     first, facts = [], []
     for i, s in enumerate(settings):
         step = _Step(s, device)
-        first.append(step.time(1))  # compilation, allocator and kernel-selection costs land here
+        with _quiet_cuda_home_warning() if s.compile else contextlib.nullcontext():
+            first.append(step.time(1))  # compilation, allocator and kernel-selection costs land here
         facts.append((step.model.config.input_size, step.dtype))
         if s.compile:
             kept[i] = step
@@ -132,6 +135,24 @@ def _first_steps(settings: Sequence[Setting], device: torch.device, bar) -> tupl
         release_memory()
         bar.update()
     return kept, first, facts
+
+
+@contextlib.contextmanager
+def _quiet_cuda_home_warning():
+    """Raise the level of torch's `torch.utils.cpp_extension` logger to ERROR while a compiled step first runs.
+
+    torch.compile's first call imports that module, which on a CUDA build of torch on a machine without a GPU logs
+    "No CUDA runtime is found, using CUDA_HOME=..." once, at import. Compiling for the CPU uses no CUDA, so the line
+    says nothing about the timing; only this one logger is raised, and only for the first step, so every other
+    warning (and this one on any other occasion) still shows.
+    """
+    logger = logging.getLogger("torch.utils.cpp_extension")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _speed_row(s: Setting, size: int, dtype: torch.dtype | None, t: list[float], t0: float, steps: int) -> dict:
