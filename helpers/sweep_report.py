@@ -89,6 +89,13 @@ def _spread(values: pd.Series) -> float:
     return values.std(ddof=1) if len(values) > 1 else float("nan")
 
 
+def t95(degrees_of_freedom: int) -> float:
+    """The two-sided 95% quantile of Student's t (1.96 beyond 30 degrees of freedom) (notebook 05)."""
+    if not isinstance(degrees_of_freedom, int) or degrees_of_freedom < 1:
+        raise ValueError(f"degrees of freedom must be a whole number >= 1, got {degrees_of_freedom!r}")
+    return _T95[degrees_of_freedom - 1] if degrees_of_freedom <= len(_T95) else 1.96
+
+
 def paired_difference(runs: pd.DataFrame, reference: pd.DataFrame, metric: str = "val_acc", is_reference: bool = False) -> dict:
     """Mean variant - reference over the seeds both ran, its 95% t-interval, a verdict (notebook 05's summarize_sweep)."""
     if is_reference:
@@ -106,7 +113,7 @@ def paired_difference(runs: pd.DataFrame, reference: pd.DataFrame, metric: str =
     if n == 1:
         return {"paired_seeds": 1, "delta": mean, "delta_low": math.nan, "delta_high": math.nan,
                 "verdict": "one seed: no interval"}
-    half = (_T95[n - 2] if n - 1 <= len(_T95) else 1.96) * float(diff.std(ddof=1)) / math.sqrt(n)
+    half = t95(n - 1) * float(diff.std(ddof=1)) / math.sqrt(n)
     low, high = mean - half, mean + half
     verdict = "within noise" if low <= 0 <= high else ("better" if low > 0 else "worse")
     return {"paired_seeds": n, "delta": mean, "delta_low": low, "delta_high": high, "verdict": verdict}

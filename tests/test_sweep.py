@@ -18,7 +18,7 @@ from helpers.checks import TrainingError
 from helpers.data import load_cifar10
 from helpers.paths import results_dir, runs_dir
 from helpers.sweep import main, plan_runs, recorded_runs, run_sweep
-from helpers.sweep_report import plot_differences, plot_sweep, summarize_sweep
+from helpers.sweep_report import plot_differences, plot_sweep, summarize_sweep, t95
 from helpers.sweep_store import (
     default_output,
     load_records,
@@ -288,3 +288,10 @@ def test_an_out_that_is_a_folder_or_not_json_is_refused_by_name(tmp_path, capsys
     binary.write_bytes(bytes(range(256)))
     assert main(["--reduced", "--groups", "loss", "--out", str(binary)]) == 2
     assert f"{binary} is not valid JSON" in capsys.readouterr().out and binary.read_bytes() == bytes(range(256))
+
+
+def test_t95_is_the_table_value_and_rejects_nonsense():
+    assert (t95(1), t95(2), t95(30), t95(200)) == (12.706, 4.303, 2.042, 1.96)
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="degrees of freedom"):
+            t95(bad)
