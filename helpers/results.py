@@ -74,7 +74,8 @@ def load_result_records(folder: str | os.PathLike, pattern: str = "time_to_accur
     return found
 
 
-def _recipe_name(record: dict) -> str:
+def recipe_name(record: dict) -> str:
+    """The recipe's name in a run record, whether the record holds the whole recipe or just its name (notebook 06)."""
     recipe = record["recipe"]  # benchmarks record the whole recipe as a dict; notebook 03 its live run as a plain name
     return recipe["name"] if isinstance(recipe, dict) else recipe
 
@@ -87,7 +88,7 @@ def time_to_accuracy_table(records: Sequence[dict]) -> pd.DataFrame:
     for r in records:
         history = r.get("history") or []
         last = history[-1] if history else {}
-        row = {"recipe": _recipe_name(r), "seed": r.get("seed"), "device": r.get("device"), "epochs": len(history),
+        row = {"recipe": recipe_name(r), "seed": r.get("seed"), "device": r.get("device"), "epochs": len(history),
                "final test_acc %": last.get("test_acc"), "final flip-TTA %": last.get("test_acc_tta"),
                "train seconds": last.get("train_seconds_total")}
         for target, seconds in (r.get("time_to") or {}).items():
@@ -96,24 +97,58 @@ def time_to_accuracy_table(records: Sequence[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def machine_of(record: dict) -> str:
+    """The processor or GPU named in a record's device line, e.g. "Intel Xeon" (plot_time_to_accuracy)."""
+    parts = str(record.get("device", "")).split(" | ")  # "device=cpu | Intel(R) Xeon(R) Processor | torch ... | ..."
+    return parts[1].replace("(R)", "").replace(" Processor", "").strip() if len(parts) > 1 else "this machine"
+
+
 def plot_time_to_accuracy(records: Sequence[dict], targets: Sequence[float] = (81.37,),
-                          ax: plt.Axes | None = None, metric: str = "test_acc") -> plt.Figure:
-    """Accuracy (test, or `metric`) against cumulative training seconds, one line per run, with targets (notebooks 03, 06)."""
+                          ax: plt.Axes | None = None, metric: str = "test_acc", title: str = "time to accuracy",
+                          colours: dict | None = None) -> plt.Figure:
+    """Accuracy (test, or `metric`) against cumulative training seconds, one line per run, with targets (notebooks 03, 06).
+
+    With `colours` (a dict, filled as it goes) every run of one recipe on one machine gets one colour and one legend
+    entry; pass the same dict to several charts to keep their colours alike.
+    """
+    import itertools
+
+    records = [r for r in records if r.get("history")]
+    if not records:
+        raise ValueError("no run with a history to plot")
     if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4))
+        _, ax = plt.subplots(figsize=(8, 4.5))
+    palette = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    seen = set()
     for r in records:
-        history = r.get("history") or []
-        recipe = _recipe_name(r)
-        label = f"{recipe}, seed {r['seed']}" if r.get("seed") is not None else str(recipe)
-        ax.plot([h["train_seconds_total"] for h in history], [h[metric] for h in history], "o-", ms=3, label=label)
+        history, recipe = r["history"], recipe_name(r)
+        if colours is None:
+            colour, label = None, f"{recipe}, seed {r['seed']}" if r.get("seed") is not None else str(recipe)
+        else:
+            label = f"{recipe} on {machine_of(r)}"
+            while label not in colours:
+                candidate = next(palette)
+                if candidate not in colours.values() or len(colours) >= 10:
+                    colours[label] = candidate
+            colour, label = colours[label], (None if label in seen else label)  # one legend entry per colour
+            seen.add(f"{recipe} on {machine_of(r)}")
+        ax.plot([h["train_seconds_total"] for h in history], [h[metric] for h in history], "o-", ms=3, lw=1.2,
+                color=colour, label=label)
     for t in targets:
         ax.axhline(t, color="gray", ls="--", lw=1)
         ax.annotate(f"{t}%", (0.01, t), xycoords=("axes fraction", "data"), va="bottom", fontsize=8, color="gray")
-    ax.set_xlim(left=0)
+    first = min(r["history"][0]["train_seconds_total"] for r in records)
+    last = max(r["history"][-1]["train_seconds_total"] for r in records)
+    xlabel = "training seconds (evaluation excluded)"
+    if first > 0 and last > 100 * first:  # runs of seconds beside runs of hours: only a log axis shows both
+        ax.set(xscale="log", xlim=(first / 1.5, last * 1.5))
+        xlabel += ", log scale"
+    else:
+        ax.set_xlim(0, last * 1.05)
     split = "validation" if metric.startswith("val") else "test"
-    ax.set(xlabel="training seconds (evaluation excluded)", ylabel=f"{split} accuracy (%)", title="time to accuracy")
+    ax.set(xlabel=xlabel, ylabel=f"{split} accuracy (%)", title=title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
     return ax.figure
 
 
@@ -165,7 +200,7 @@ def side_by_side_ratios(records: Sequence[dict], names: Sequence[str], targets: 
 
     import pandas as pd
 
-    by = {(_recipe_name(r), r["seed"], r["device"]): r for r in records}
+    by = {(recipe_name(r), r["seed"], r["device"]): r for r in records}
     rows = []
     for name in names[1:]:
         for what in [*targets, "end"]:

@@ -70,6 +70,26 @@ def test_time_to_accuracy_plot_has_one_line_per_run():
     ax = fig.axes[0]
     assert [line.get_label() for line in ax.lines[:2]] == ["a, seed 0", "b"]
     assert list(ax.lines[0].get_xdata()) == [10.0, 20.0] and list(ax.lines[0].get_ydata()) == [50.0, 70.0]
+    assert ax.get_xscale() == "linear" and ax.get_xlim()[0] == 0
+
+
+def test_time_to_accuracy_plot_colours_by_recipe_and_machine_and_goes_log_for_far_apart_runs():
+    def run(recipe, seed, device, seconds):
+        history = [{"test_acc": 50.0, "train_seconds_total": seconds}, {"test_acc": 80.0, "train_seconds_total": 2 * seconds}]
+        return {"recipe": recipe, "seed": seed, "device": device, "history": history}
+
+    xeon, epyc = "device=cpu | Intel(R) Xeon(R) Processor | torch 2 | 2 CPU threads", "device=cpu | AMD EPYC | torch 2 | 2"
+    colours = {}
+    runs = [run("cpu", 0, xeon, 10.0), run("cpu", 1, xeon, 12.0), run("cpu", 0, epyc, 2000.0)]
+    ax = plot_time_to_accuracy(runs, targets=(85,), colours=colours).axes[0]
+    assert list(colours) == ["cpu on Intel Xeon", "cpu on AMD EPYC"] and len(set(colours.values())) == 2
+    assert ax.lines[0].get_color() == ax.lines[1].get_color() != ax.lines[2].get_color()
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["cpu on Intel Xeon", "cpu on AMD EPYC"]
+    assert ax.get_xscale() == "log"  # 10 s and 4,000 s on one axis
+    again = plot_time_to_accuracy(runs[2:], colours=colours).axes[0]
+    assert again.lines[0].get_color() == colours["cpu on AMD EPYC"]  # the same colour in the next chart
+    with pytest.raises(ValueError, match="no run with a history"):
+        plot_time_to_accuracy([{"recipe": "cpu", "history": []}])
 
 
 def test_describe_run_names_the_settings():
