@@ -55,6 +55,6 @@ def pick(full: T, reduced: T) -> T:
 def mode_banner() -> str:
     """A line to print at the top of every notebook and CLI run saying which mode is on (every notebook's start(), the CLI)."""
     if reduced_mode():
-        return ("REDUCED MODE (CI/ALEXNET_REDUCED): few epochs on a data subset; "
-                "numbers below are smoke-test values, not results")
+        return ("REDUCED MODE: few epochs on a data subset; the numbers below are smoke-test values, not results "
+                "(ALEXNET_REDUCED=0 switches to full mode)")
     return "full mode: full data and epochs"
