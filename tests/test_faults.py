@@ -52,7 +52,13 @@ def sha256(path: Path) -> str:
 # stops before batch GATE_STEP, creates GATE_MARKER and waits there for the test's SIGKILL. The
 # kill therefore always lands mid-epoch, after some optimiser steps of that epoch: no timing guess.
 GATED_CLI = r"""
-import os, sys, time
+import os, signal, sys, time
+
+# A command typed in a terminal starts with Ctrl-C deliverable. This child inherits the test process's signal
+# state instead, and a pytest started as a background job of a non-interactive shell (nohup, `cmd &` in a
+# script, some CI runners) has SIGINT ignored, which survives exec: start as a terminal would.
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import helpers.loader as loader
 from helpers.cli import main
 
