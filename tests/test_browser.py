@@ -92,3 +92,43 @@ def test_a_notebook_read_during_a_save_is_read_again(tmp_path: Path):
     path.write_text('{"cells": [', encoding="utf-8")
     with pytest.raises(RuntimeError, match="still not valid JSON after 1 s"):
         lab_check.read_while_saving(path, timeout=1)
+
+
+class FakePage:
+    """Just enough of a Playwright page for start_run_all: clicks are counted, states come from a script."""
+
+    def __init__(self, states_after_click: list[list[dict]]):
+        self.script, self.clicks, self.menu_clicks, self.current = states_after_click, 0, 0, [None]
+
+    def locator(self, selector: str, has_text=None):
+        page = self
+
+        class Found:
+            first = property(lambda found: found)
+
+            def click(self):
+                if "runmenu:run-all" in selector:
+                    page.menu_clicks += 1
+                    page.current = list(page.script[min(page.menu_clicks, len(page.script)) - 1])
+                page.clicks += 1
+
+        return Found()
+
+    def evaluate(self, js: str):
+        return self.current.pop(0) if len(self.current) > 1 else self.current[0]
+
+
+def test_run_all_is_clicked_again_only_when_the_first_click_started_nothing(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(lab_check.time, "sleep", lambda s: None)
+    idle = {"cells": 3, "done": 0, "running": 0, "tracebacks": [], "kernel": "idle"}
+    queued = dict(idle, running=3, kernel="busy")
+    lost_then_started = FakePage([[idle], [queued]])  # the first click lands before the panel is ready
+    lab_check.start_run_all(lost_then_started, attempts=3, wait_s=0.05)
+    assert lost_then_started.menu_clicks == 2
+    started = FakePage([[queued]])
+    lab_check.start_run_all(started, attempts=3, wait_s=0.05)
+    assert started.menu_clicks == 1  # cells are queued: clicking again would run them twice
+    never = FakePage([[idle]])
+    with pytest.raises(RuntimeError, match="started nothing in 2 tries"):
+        lab_check.start_run_all(never, attempts=2, wait_s=0.05)
+    assert never.menu_clicks == 2

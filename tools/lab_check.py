@@ -297,6 +297,22 @@ def click_menu(page, menu: str, command: str) -> None:
     page.locator(f'.lm-Menu-item[data-command="{command}"]').first.click()
 
 
+def start_run_all(page, attempts: int = 3, wait_s: float = 60) -> None:
+    """Click Run > Run All Cells until a cell is queued, running or done: on a loaded machine a first click can land
+    before the notebook's panel is ready and start nothing. A click that queued cells is never repeated."""
+    state = None
+    for _ in range(attempts):
+        page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").first.click()  # Run All acts on the focused notebook
+        click_menu(page, "Run", "runmenu:run-all")
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            state = page.evaluate(STATE_JS)
+            if state and (state["done"] or state["running"] or state["tracebacks"]):
+                return
+            time.sleep(1)
+    raise RuntimeError(f"Run All Cells started nothing in {attempts} tries of {wait_s:.0f} s; state: {state}")
+
+
 def wait_for_run(page, timeout: float) -> dict:
     """Poll the notebook until every code cell has an execution count and the kernel is idle, or an error stops it."""
     started = time.monotonic()
@@ -393,9 +409,8 @@ def run_notebook(page, base: str, token: str, copy: Path, committed: Path, runti
     current_tab = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
     if current_tab.count():
         current_tab.first.click()
-    # Give the notebook the focus back: Run All acts on the current document, and the side bar just had it.
-    page.locator(".jp-NotebookPanel .jp-Notebook .jp-Cell").first.click()
-    click_menu(page, "Run", "runmenu:run-all")
+    # start_run_all gives the notebook the focus back first: the side bar just had it.
+    start_run_all(page)
     state = wait_for_run(page, timeout)
     result.code_cells, result.executed = state["cells"], state["done"]
     result.problems += [f"error output in the page: ...{t.strip()[-300:]}" for t in state["tracebacks"]]
