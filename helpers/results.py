@@ -111,27 +111,22 @@ def plot_time_to_accuracy(records: Sequence[dict], targets: Sequence[float] = (8
     With `colours` (a dict, filled as it goes) every run of one recipe on one machine gets one colour and one legend
     entry; pass the same dict to several charts to keep their colours alike.
     """
-    import itertools
-
     records = [r for r in records if r.get("history")]
     if not records:
         raise ValueError("no run with a history to plot")
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4.5))
-    palette = itertools.cycle(plt.rcParams["axes.prop_cycle"].by_key()["color"])
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     seen = set()
     for r in records:
         history, recipe = r["history"], recipe_name(r)
         if colours is None:
             colour, label = None, f"{recipe}, seed {r['seed']}" if r.get("seed") is not None else str(recipe)
         else:
-            label = f"{recipe} on {machine_of(r)}"
-            while label not in colours:
-                candidate = next(palette)
-                if candidate not in colours.values() or len(colours) >= 10:
-                    colours[label] = candidate
-            colour, label = colours[label], (None if label in seen else label)  # one legend entry per colour
-            seen.add(f"{recipe} on {machine_of(r)}")
+            key = f"{recipe} on {machine_of(r)}"
+            colour = colours.setdefault(key, palette[len(colours) % len(palette)])
+            label = None if key in seen else key  # one legend entry per colour
+            seen.add(key)
         ax.plot([h["train_seconds_total"] for h in history], [h[metric] for h in history], "o-", ms=3, lw=1.2,
                 color=colour, label=label)
     for t in targets:

@@ -318,9 +318,7 @@ def wait_for_run(page, timeout: float) -> dict:
     started = time.monotonic()
     deadline, state, idle_since = started + timeout, None, None
     while time.monotonic() < deadline:
-        state = page.evaluate(STATE_JS)
-        if state and state["done"] == 0 and state["running"] == 0 and time.monotonic() - started > 60:
-            raise RuntimeError(f"Run All Cells started nothing within 60 s; state: {state}")
+        state = page.evaluate(STATE_JS)  # start_run_all saw the run start: no "started nothing" case here
         if state and state["running"] == 0 and state["kernel"] in ("idle", None):
             if state["tracebacks"] or state["done"] == state["cells"]:
                 # Idle twice in a row a second apart: not a gap between two queued cells.
