@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,10 +54,12 @@ def data_problem() -> str | None:
 
 
 def checks_outputs(path: Path) -> bool:
-    """True for a notebook with a cell whose output nbval compares (a `# NBVAL_CHECK_OUTPUT` comment or tag)."""
+    """True for a notebook with a cell whose output nbval compares (tag nbval-check-output, or nbval's comment)."""
+    sys.path.insert(0, str(Path(__file__).parent / "tools"))
+    from lab_check import nbval_marked  # the same rule as the browser test and tools/notebook_memory.py
+
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-    return any("nbval-check-output" in c.get("metadata", {}).get("tags", []) or "NBVAL_CHECK_OUTPUT" in "".join(c["source"])
-               for c in cells if c["cell_type"] == "code")
+    return any(nbval_marked(c, "check-output") for c in cells)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

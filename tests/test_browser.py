@@ -39,6 +39,20 @@ def test_lab_check_has_a_help_text():
     assert out.returncode == 0 and "--python" in out.stdout and "Exit status" in out.stdout
 
 
+def test_nbval_markers_are_read_from_a_tag_or_from_nbvals_comment():
+    def cell(source: str, tags: list[str] = (), kind: str = "code") -> dict:
+        return {"cell_type": kind, "source": [source], "metadata": {"tags": list(tags)}}
+
+    assert lab_check.nbval_marked(cell("x = 1", ["nbval-skip"]), "skip")
+    assert lab_check.nbval_marked(cell("  # NBVAL_SKIP\nx = 1"), "skip")
+    assert lab_check.nbval_marked(cell("# NBVAL_CHECK_OUTPUT\nx", []), "check-output")
+    assert lab_check.nbval_marked(cell("x", ["nbval-check-output"]), "check-output")
+    assert not lab_check.nbval_marked(cell("x", ["nbval-skip"]), "check-output")
+    assert not lab_check.nbval_marked(cell("x = 1  # NBVAL_SKIP is a comment at the end, not a marker"), "skip")
+    assert not lab_check.nbval_marked(cell("# NBVAL_SKIPPED\nx"), "skip")
+    assert not lab_check.nbval_marked(cell("text", ["nbval-skip"], kind="markdown"), "skip")
+
+
 def test_copies_are_cleared_and_skip_what_nbval_skips(tmp_path: Path):
     digest = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in NOTEBOOKS}
     copies, skipped = lab_check.copy_notebooks(NOTEBOOKS, tmp_path / "notebooks")
@@ -48,7 +62,7 @@ def test_copies_are_cleared_and_skip_what_nbval_skips(tmp_path: Path):
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
         assert code and all(c["outputs"] == [] and c["execution_count"] is None for c in code)
         raw = [c for c, s in zip(nb["cells"], src["cells"]) if c["cell_type"] == "raw" and s["cell_type"] == "code"]
-        marked = sum(lab_check.nbval_skip(c) for c in src["cells"] if c["cell_type"] == "code")
+        marked = sum(lab_check.nbval_marked(c, "skip") for c in src["cells"])
         assert len(raw) == skipped[original.name] == marked
         assert "widgets" not in nb["metadata"]
     assert sum(skipped.values()) >= 1  # notebook 01's torchvision download

@@ -150,10 +150,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def nbval_skip(cell: dict) -> bool:
-    """True for a code cell that nbval skips: a `# NBVAL_SKIP` comment or an `nbval-skip` tag (network, Colab only)."""
+def nbval_marked(cell: dict, marker: str) -> bool:
+    """True for a code cell with an nbval marker ("skip", "check-output"): its tag or nbval's `# NBVAL_...` comment."""
+    if cell["cell_type"] != "code":
+        return False
+    comment = "NBVAL_" + marker.upper().replace("-", "_")
     source = "".join(cell["source"])
-    return bool(re.search(r"^\s*#\s*NBVAL_SKIP", source, re.MULTILINE)) or "nbval-skip" in cell["metadata"].get("tags", [])
+    return (f"nbval-{marker}" in cell.get("metadata", {}).get("tags", [])
+            or bool(re.search(rf"^\s*#\s*{comment}\b", source, re.MULTILINE)))
 
 
 def copy_notebooks(names: list[Path], dest: Path, run_skipped: bool = False) -> tuple[list[Path], dict[str, int]]:
@@ -170,7 +174,7 @@ def copy_notebooks(names: list[Path], dest: Path, run_skipped: bool = False) -> 
         for cell in nb["cells"]:
             if cell["cell_type"] != "code":
                 continue
-            if nbval_skip(cell) and not run_skipped:
+            if nbval_marked(cell, "skip") and not run_skipped:
                 cell["cell_type"] = "raw"
                 del cell["outputs"], cell["execution_count"]
                 skipped[src.name] += 1

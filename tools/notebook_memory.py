@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import nbformat
-from lab_check import nbval_skip  # the same rule as the browser test (tools/ is on sys.path for a script)
+from lab_check import nbval_marked  # the same rule as the browser test (tools/ is on sys.path for a script)
 from nbclient import NotebookClient
 
 from helpers.memory import process_memory
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             if cell.cell_type != "code":
                 continue
             first_line = cell.source.splitlines()[0][:60] if cell.source else ""
-            if nbval_skip(cell):
+            if nbval_marked(cell, "skip"):
                 print(f"cell {index:2d}: not run (NBVAL_SKIP)", flush=True)
                 continue
             t = time.monotonic()
