@@ -29,8 +29,12 @@ def show_images(images: torch.Tensor, labels: Sequence[int] | None = None, class
     return fig
 
 
-def plot_history(history: Sequence[dict], title: str | None = None, axes=None):
-    """Loss and accuracy per epoch, train and validation (or test, where that is monitored), side by side (notebook 03)."""
+def plot_history(history: Sequence[dict], title: str | None = None, axes=None, loss_floor: float | None = None):
+    """Loss and accuracy per epoch, train and validation (or test, where that is monitored), side by side (notebook 03).
+
+    `loss_floor`, the lowest training loss the targets allow (label smoothing's entropy), adds the training loss
+    minus that floor and the floor itself as a dotted line: what is left of the training loss that is still error.
+    """
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     split = "val" if history and "val_acc" in history[0] else "test"
@@ -41,6 +45,9 @@ def plot_history(history: Sequence[dict], title: str | None = None, axes=None):
         ax.plot(epochs, [r[f"train_{metric}"] for r in history], "o-", label="train")
         ax.plot(epochs, [r[f"{split}_{metric}"] for r in history], "o-", label=name)
         ax.set(xlabel="epoch", ylabel=ylabel, title=ax_title)
+    if loss_floor is not None:
+        ax_loss.plot(epochs, [r["train_loss"] - loss_floor for r in history], "o-", label="train - floor")
+        ax_loss.axhline(loss_floor, color="gray", linestyle=":", label=f"label-smoothing floor {loss_floor:.2f}")
     if history and f"{split}_acc_tta" in history[0]:
         ax_acc.plot(epochs, [r[f"{split}_acc_tta"] for r in history], "--", label=f"{name}, flip-TTA")
     for ax in axes:
