@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from pathlib import Path
 
@@ -19,6 +20,11 @@ def _mean_std(values: list[float], fmt: str = ".2f") -> str:
     if len(values) == 1:
         return format(values[0], fmt)
     return f"{statistics.mean(values):{fmt}} ± {statistics.stdev(values):{fmt}}"
+
+
+def _pm(mean: float, std: float) -> str:
+    # One run has no spread (std is NaN): print the mean alone.
+    return f"{mean:.2f}" if math.isnan(std) else f"{mean:.2f} ± {std:.2f}"
 
 
 def _median_reached(values: list[float | None]) -> str:
@@ -79,6 +85,47 @@ def data_lines(results: Path) -> list[str]:
     return lines
 
 
+def ablation_lines(results: Path) -> list[str]:
+    """Notebook 05's sweep from results/ablations.json: one row per variant, verdicts on validation, test beside it."""
+    from helpers.ablation import GROUPS
+    from helpers.sweep_report import summarize_sweep
+    from helpers.sweep_store import load_records
+
+    records = [r for r in load_records(results / "ablations.json") if not r.get("reduced")]
+    table = summarize_sweep(records) if records else None
+    if table is None or table.empty:
+        return []
+    r0, dates = records[0], sorted(r["date"][:10] for r in records)
+    bad = sum(r["status"] != "ok" for r in records)
+    lines = [
+        f"Ablations ([notebook 05](notebooks/05_ablations.ipynb); `python -m helpers.ablation --full --seeds 0 1 2`): "
+        f"{len(records)} runs ({bad} collapsed or diverged), each variant one change of the `cpu` recipe at "
+        f"{r0['epochs']} epochs on {r0['train_images']:,} training images. Validation accuracy ({r0['val_images']:,} "
+        f"images), mean ± std over seeds; Δ: the paired difference to the reference over the same seeds, with its 95% "
+        f"t-interval, on which the verdict is made; test accuracy ({r0['test_images']:,} images) reported, never used to "
+        f"choose. {'; '.join(sorted({_cell(r['device']) for r in records}))}; "
+        f"{'; '.join(sorted({r.get('data', 'data not recorded') for r in records}))}; {dates[0]} to {dates[-1]}.",
+        "",
+        "| group | variant | compared with | runs | val acc % | Δ val (95% interval) | verdict | test acc % |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    shown = set()
+    for row in table.itertuples():
+        if row.verdict == "reference" and row.variant in shown:
+            continue  # the baseline anchors most groups: one row is enough
+        shown.add(row.variant)
+        runs = f"{row.runs}" + "".join(f", {n} {kind}" for n, kind in ((row.collapsed, "collapsed"),
+                                                                        (row.diverged, "diverged")) if n)
+        reference = "—" if row.verdict == "reference" else f"`{GROUPS[row.group].reference}`"
+        delta = ("—" if row.verdict == "reference" else
+                 f"{row.delta:+.2f} ({row.delta_low:+.2f} to {row.delta_high:+.2f})" if row.paired_seeds > 1 else
+                 f"{row.delta:+.2f}")
+        lines.append(f"| {GROUPS[row.group].title} | `{row.variant}` ({row.label}) | {reference} | {runs} "
+                     f"| {_pm(row.val_acc_mean, row.val_acc_std)} | {delta} | {row.verdict} "
+                     f"| {_pm(row.test_acc_mean, row.test_acc_std)} |")
+    return [*lines, ""]
+
+
 def section(results: Path) -> str:
     """The whole Measured section as Markdown."""
     rows = recipe_rows(results)
@@ -96,6 +143,7 @@ def section(results: Path) -> str:
             *rows,
             "",
         ]
+    lines += ablation_lines(results)
     lines += data_lines(results)
     if not rows:
         lines += ["No recipe records yet: run `python benchmarks/time_to_accuracy.py`.", ""]

@@ -124,12 +124,14 @@ def recorded_runs(variants: Sequence[Variant], seeds: Sequence[int], out: str | 
 def _run_record(variant: Variant, seed: int, recipe: Recipe, full: bool, data: Cifar10) -> dict:
     """What a run's record says before it trains: the variant, seed, recipe hash, data sizes and model cost."""
     from .architecture import total_flops
+    from .data import dataset_label
     from .models import build_model, count_parameters
 
     model = build_model(recipe.model, **recipe.model_overrides)
     return {"variant": variant.name, "group": variant.group, "label": variant.label, "reference": variant.reference,
             "seed": seed, "config": recipe_key(recipe), "reduced": not full, "status": "ok", "epochs": recipe.epochs,
-            **_split_sizes(recipe, data), "params": count_parameters(model), "flops_per_image": total_flops(model)}
+            **_split_sizes(recipe, data), "data": dataset_label(data.root), "params": count_parameters(model),
+            "flops_per_image": total_flops(model)}
 
 
 def _split_sizes(recipe: Recipe, data: Cifar10) -> dict:

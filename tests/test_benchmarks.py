@@ -14,7 +14,7 @@ from helpers.train import History
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from measured import END, START, section, write_readme_section  # noqa: E402
+from measured import END, START, ablation_lines, section, write_readme_section  # noqa: E402
 from time_to_accuracy import summarize  # noqa: E402
 
 
@@ -59,6 +59,37 @@ def test_readme_section_matches_records(tmp_path):
     with pytest.raises(ValueError, match="no <!-- MEASURED --> marker"):
         (tmp_path / "bare.md").write_text("nothing")
         write_readme_section(tmp_path / "bare.md", results)
+
+
+def sweep_record(variant: str, seed: int, acc: float, status: str = "ok", reduced: bool = False) -> dict:
+    return {"variant": variant, "seed": seed, "config": "c", "status": status, "reduced": reduced, "val_acc": acc,
+            "test_acc": acc + 1, "train_seconds": 60.0, "epochs": 5, "train_images": 45000, "val_images": 5000,
+            "test_images": 10000, "params": 1, "flops_per_image": 1, "device": "device=cpu | Test CPU",
+            "data": "CIFAR-10 (JPEG mirror)", "date": f"2026-12-0{seed + 1}T00:00:00+00:00"}
+
+
+def test_readme_lists_the_ablation_sweep_with_paired_verdicts(tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    assert ablation_lines(results) == []  # no sweep recorded: no block
+    records = [sweep_record("baseline", s, a) for s, a in enumerate((80.0, 81.0, 82.0))]
+    records += [sweep_record("gelu", s, a) for s, a in enumerate((82.0, 83.0, 84.5))]  # +2, +2, +2.5
+    records += [sweep_record("conv_3", s, a) for s, a in enumerate((79.0, 82.0, 81.0))]  # -1, +1, -1
+    records += [sweep_record("norm_none", 0, 10.0, status="collapsed"), sweep_record("norm_none", 1, 60.0),
+                sweep_record("dropout_0.5", 0, 99.0, reduced=True)]  # a smoke test never reaches the README
+    (results / "ablations.json").write_text(json.dumps(records))
+    lines = ablation_lines(results)
+    rows = {line.split(" | ")[1]: line for line in lines if line.startswith("| ") and "`" in line.split(" | ")[1]}
+    assert list(rows) == ["`baseline` (5 conv)", "`conv_3` (3 conv)", "`gelu` (GELU)", "`norm_none` (no norm)"]
+    assert "| 81.00 ± 1.00 | — | reference | 82.00 ± 1.00 |" in rows["`baseline` (5 conv)"]
+    # Paired differences 2, 2, 2.5: mean 2.17, sd 0.289, half-width 4.303 * 0.289 / sqrt(3) = 0.72.
+    assert "| +2.17 (+1.45 to +2.88) | better |" in rows["`gelu` (GELU)"]
+    assert "within noise" in rows["`conv_3` (3 conv)"]
+    # The collapsed run is counted, not averaged: one paired seed is left, so no interval.
+    assert "| 2, 1 collapsed | 60.00 | -21.00 | one seed: no interval |" in rows["`norm_none` (no norm)"]
+    assert "11 runs (1 collapsed or diverged)" in lines[0] and "CIFAR-10 (JPEG mirror)" in lines[0]
+    assert "2026-12-01 to 2026-12-03" in lines[0] and "device=cpu, Test CPU" in lines[0]
+    assert "\n".join(lines) in section(results)
 
 
 def test_a_side_by_side_file_gives_one_row_per_recipe(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -73,7 +74,8 @@ def sweep_cifar_root(tmp_path):
 def fake_data(n: int = 64):
     images = torch.zeros(n, 3, 32, 32, dtype=torch.uint8)
     labels = torch.zeros(n, dtype=torch.long)
-    return SimpleNamespace(train_images=images, train_labels=labels, test_images=images, test_labels=labels)
+    return SimpleNamespace(train_images=images, train_labels=labels, test_images=images, test_labels=labels,
+                           root=Path("/no/cifar/here"))
 
 
 class FakeTrain:
@@ -103,8 +105,9 @@ def test_sweep_records_resumes_and_survives_divergence(tmp_path):
     assert [(r["variant"], r["seed"]) for r in saved] == [(v.name, s) for s in (0, 1) for v in variants]
     first = saved[0]
     for key in ("variant", "group", "seed", "val_acc", "test_acc", "test_acc_tta", "train_seconds", "epochs", "images",
-                "device", "torch", "date", "reduced", "config", "recipe", "val_images", "top_class_share"):
+                "device", "torch", "date", "reduced", "config", "recipe", "val_images", "top_class_share", "data"):
         assert key in first, key
+    assert first["data"] == "CIFAR-10"  # fake images in memory, not the JPEG mirror's files
     assert first["reduced"] is True and first["images"] == 1024 and first["device"].startswith("device=cpu")
     diverged = [r for r in saved if r["status"] == "diverged"]
     assert {r["variant"] for r in diverged} == {"softmax_ce"} and "non-finite" in diverged[0]["error"]
