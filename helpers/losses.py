@@ -124,3 +124,25 @@ def _gradient_rows(logits: torch.Tensor, labels: torch.Tensor, kinds: Sequence[s
                      "ratio_to_ce": (norm.mean() / ce_norm.mean()).item(),
                      "cosine_to_ce": F.cosine_similarity(grads[kind], grads["ce"], dim=1).mean().item()})
     return rows
+
+
+def weight_decay_share(model: torch.nn.Module, kind: str, images: torch.Tensor, labels: torch.Tensor,
+                       weight_decay: float = 5e-4, label_smoothing: float = 0.1) -> dict:
+    """How much of the gradient an optimiser sees is coupled L2 (weight_decay * w) rather than the loss's (notebook 05).
+
+    Over the parameters a recipe decays (weights, not norms or biases: `helpers.train.param_groups`), for one batch:
+    the norms of the loss gradient and of the L2 term, L2's share of their sum, and the fraction of weights whose
+    L2 term is larger than their loss gradient (Adam normalises each weight's sum, so there L2 sets the step).
+    """
+    from .train import param_groups
+
+    one_of("loss", kind, LOSSES)
+    if not is_real(weight_decay) or weight_decay < 0:
+        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    weights = param_groups(model, weight_decay)[0]["params"]
+    grads = torch.autograd.grad(compute_loss(kind, model(images), labels, label_smoothing), weights)
+    data = torch.cat([g.flatten() for g in grads])
+    l2 = weight_decay * torch.cat([w.detach().flatten() for w in weights])
+    return {"loss": kind, "loss_grad_norm": data.norm().item(), "l2_norm": l2.norm().item(),
+            "l2_share": (l2.norm() / (data.norm() + l2.norm())).item(),
+            "weights_led_by_l2": (l2.abs() > data.abs()).double().mean().item()}

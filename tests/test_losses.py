@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.losses import LOSSES, compute_loss, loss_gradients, softmax_ce_floor
+from helpers.losses import LOSSES, compute_loss, loss_gradients, softmax_ce_floor, weight_decay_share
 
 
 def reference_gradient(kind: str, z: torch.Tensor, labels: torch.Tensor) -> tuple[float, torch.Tensor]:
@@ -167,3 +167,24 @@ def test_exact_losses_equal_the_training_losses(smoothing):
         assert exact.item() == pytest.approx(compute_loss(kind, logits, labels, smoothing).item(), rel=1e-5)
     with pytest.raises(ValueError, match="loss='mse'"):
         compute_loss("mse", logits, labels, exact=True)
+
+
+def test_weight_decay_share_measures_the_l2_term_against_the_loss_gradient():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 3)
+    x, y = torch.randn(8, 4), torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    (grad,) = torch.autograd.grad(compute_loss("ce", model(x), y, 0.1), [model.weight])  # the bias is not decayed
+    l2 = 1e-2 * model.weight.detach()
+    share = weight_decay_share(model, "ce", x, y, weight_decay=1e-2)
+    assert share["loss_grad_norm"] == pytest.approx(grad.norm().item())
+    assert share["l2_norm"] == pytest.approx(l2.norm().item())
+    assert share["l2_share"] == pytest.approx((l2.norm() / (grad.norm() + l2.norm())).item())
+    assert share["weights_led_by_l2"] == pytest.approx((l2.abs() > grad.abs()).double().mean().item())
+    none = weight_decay_share(model, "ce", x, y, weight_decay=0.0)
+    assert none["l2_norm"] == none["l2_share"] == none["weights_led_by_l2"] == 0.0
+    # BCE on softmax has a smaller loss gradient, so the same L2 term takes a larger share.
+    assert weight_decay_share(model, "bce_softmax", x, y, weight_decay=1e-2)["l2_share"] > share["l2_share"]
+    with pytest.raises(ValueError, match="weight_decay"):
+        weight_decay_share(model, "ce", x, y, weight_decay=-1.0)
+    with pytest.raises(ValueError, match="loss"):
+        weight_decay_share(model, "mse", x, y)
