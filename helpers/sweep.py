@@ -121,6 +121,44 @@ def recorded_runs(variants: Sequence[Variant], seeds: Sequence[int], out: str | 
     return found, missing
 
 
+def estimate_seconds(variant: Variant, records: Sequence[dict], device_line: str) -> tuple[float, str] | None:
+    """Training seconds one run of `variant` should take, from recorded runs, and what the estimate rests on (notebook 05).
+
+    Prefers this variant's runs on this kind of machine (`device_line`, `describe_device`), then the baseline's there
+    scaled by FLOPs per image, then the same on any machine (saying which). None without a usable record.
+    """
+    import statistics
+
+    from .ablation import BASELINE
+
+    ok = [r for r in records if r.get("status") == "ok" and r.get("train_seconds")]
+    kind = "reduced " if ok and all(r.get("reduced") for r in ok) else ""
+    for runs, elsewhere in (([r for r in ok if r["device"] == device_line], False), (ok, True)):
+        own = [r for r in runs if r["variant"] == variant.name]
+        used = own or [r for r in runs if r["variant"] == BASELINE.name]
+        if not used:
+            continue
+        seconds = statistics.median(r["train_seconds"] for r in used)
+        basis = f"median of {len(used)} recorded {kind}run(s) of {used[0]['variant']}"
+        if not own:
+            ratio = _variant_flops(variant) / used[0]["flops_per_image"]
+            seconds *= ratio
+            basis += f", scaled by FLOPs per image ({ratio:.2f}x)"
+        if elsewhere:
+            basis += f", made on {'; '.join(sorted({r['device'] for r in used}))}: this machine may differ"
+        return seconds, basis
+    return None
+
+
+def _variant_flops(variant: Variant) -> int:
+    """Forward FLOPs per image of a variant's model, the cost its records store."""
+    from .architecture import total_flops
+    from .models import build_model
+
+    recipe = variant_recipe(variant, full=True)
+    return total_flops(build_model(recipe.model, **recipe.model_overrides))
+
+
 def _run_record(variant: Variant, seed: int, recipe: Recipe, full: bool, data: Cifar10) -> dict:
     """What a run's record says before it trains: the variant, seed, recipe hash, data sizes and model cost."""
     from .architecture import total_flops

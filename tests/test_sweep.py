@@ -298,3 +298,25 @@ def test_t95_is_the_table_value_and_rejects_nonsense():
     for bad in (0, -1, 2.5):
         with pytest.raises(ValueError, match="degrees of freedom"):
             t95(bad)
+
+
+def test_estimate_prefers_this_variant_on_this_machine_then_scales_the_baseline():
+    here, there = "device=cpu | This CPU", "device=cuda | That GPU"
+
+    def timed(variant: str, seconds: float, device: str, status: str = "ok") -> dict:
+        return {**record(variant, 0, 80.0, reduced=False, status=status), "train_seconds": seconds, "device": device,
+                "flops_per_image": sweep._variant_flops(variant_by_name(variant))}
+
+    gelu, conv_3 = variant_by_name("gelu"), variant_by_name("conv_3")
+    records = [timed("gelu", s, here) for s in (100.0, 140.0, 120.0)] + [timed("gelu", 1.0, there),
+                                                                        timed("gelu", 9.0, here, status="diverged")]
+    records += [timed("baseline", s, here) for s in (90.0, 110.0)]
+    seconds, basis = sweep.estimate_seconds(gelu, records, here)
+    assert seconds == 120.0 and basis == "median of 3 recorded run(s) of gelu"
+    ratio = sweep._variant_flops(conv_3) / sweep._variant_flops(BASELINE)
+    seconds, basis = sweep.estimate_seconds(conv_3, records, here)
+    assert seconds == pytest.approx(100.0 * ratio) and "of baseline, scaled by FLOPs per image" in basis
+    assert 0 < ratio < 1  # three conv layers cost less than five
+    seconds, basis = sweep.estimate_seconds(gelu, records, "device=mps | Another")
+    assert seconds == 110.0 and "this machine may differ"  # median of 100, 120, 140 and 1 in basis and here in basis and there in basis
+    assert sweep.estimate_seconds(gelu, [], here) is None
