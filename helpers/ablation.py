@@ -13,9 +13,9 @@ from .recipes import Recipe, get_recipe
 
 BASELINE_RECIPE = "cpu"
 # The sweep's fixed per-run budget: the cpu recipe with its schedule compressed to this many epochs. 17 CPU variants x
-# 3 seeds are 51 runs; at 5 epochs they cost about 3 hours of a 2-core CPU with AVX512-BF16 (estimated from each
-# variant's measured images/s; LRN alone, 7.8x slower per image in PyTorch on a CPU, is about a third), inside the
-# 4 hours allowed.
+# 3 seeds are 51 runs; at 5 epochs they took 2.7 hours of training on a 2-core Intel Xeon with AVX512-BF16 (the
+# fastest run of each variant x 3; LRN, slow in PyTorch on a CPU, about a third), inside the 4 hours allowed;
+# 10 epochs would have doubled it.
 SWEEP_EPOCHS = 5
 
 

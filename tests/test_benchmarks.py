@@ -152,3 +152,10 @@ def test_every_recipe_search_idea_is_one_valid_change_of_the_base():
         assert len(changed - {"lr"}) <= 1 or name == "batch_512" or name == "batch_128", name
     with pytest.raises(ValueError, match="unknown idea 'magic'"):
         recipe_search.idea_recipe("magic")
+
+
+def test_the_readme_shows_what_results_holds():
+    readme = (REPO / "README.md").read_text()
+    committed = readme[readme.index(START):readme.index(END) + len(END)]
+    assert committed == section(REPO / "results"), (
+        "README.md's Measured section differs from results/: run `python benchmarks/measured.py` and commit README.md")
