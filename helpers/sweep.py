@@ -75,31 +75,36 @@ def run_sweep(variants: Sequence[Variant] | None = None, seeds: Sequence[int] = 
 
     from .data import load_cifar10
     from .device import pick_device
+    from .files import exclusive_lock
 
     full = is_full(full)
     runs = plan_runs(list(VARIANTS) if variants is None else list(variants), seeds, shard)
     out = Path(out) if out is not None else default_output(full, shard)
     device = pick_device() if device is None else torch.device(device)
-    records = read_records(out)
-    planned = {v.name: recipe_key(variant_recipe(v, full)) for v, _ in runs}
-    if not resume:  # a fresh start of these variants: their old records go, whatever settings made them
-        records = [r for r in records if r["variant"] not in planned]
-        write_records(out, records)
-    check_same_experiment(out, records, planned)
-    done = {run_key(r): r for r in records}
-    result: list[dict] = []
-    bar = tqdm(runs, desc="ablation runs", unit="run", disable=not progress)
-    for variant, seed in bar:
-        recipe = variant_recipe(variant, full)
-        key = (variant.name, seed, recipe_key(recipe))
-        if key not in done:
-            bar.set_postfix_str(f"{variant.name} seed {seed}")
-            data = load_cifar10() if data is None else data
-            done[key] = _train_run(variant, seed, recipe, full, data=data, device=device, train_fn=train_fn)
-            records.append(done[key])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # One writer per results file: a second sweep on the same file stops here, naming the first one's process,
+    # instead of training the same runs and overwriting its records.
+    with exclusive_lock(out.with_name(f".{out.name}.lock"), f"the results file {out} (another sweep writes it)"):
+        records = read_records(out)
+        planned = {v.name: recipe_key(variant_recipe(v, full)) for v, _ in runs}
+        if not resume:  # a fresh start of these variants: their old records go, whatever settings made them
+            records = [r for r in records if r["variant"] not in planned]
             write_records(out, records)
-        result.append(done[key])
-    return result
+        check_same_experiment(out, records, planned)
+        done = {run_key(r): r for r in records}
+        result: list[dict] = []
+        bar = tqdm(runs, desc="ablation runs", unit="run", disable=not progress)
+        for variant, seed in bar:
+            recipe = variant_recipe(variant, full)
+            key = (variant.name, seed, recipe_key(recipe))
+            if key not in done:
+                bar.set_postfix_str(f"{variant.name} seed {seed}")
+                data = load_cifar10() if data is None else data
+                done[key] = _train_run(variant, seed, recipe, full, data=data, device=device, train_fn=train_fn)
+                records.append(done[key])
+                write_records(out, records)
+            result.append(done[key])
+        return result
 
 
 def recorded_runs(variants: Sequence[Variant], seeds: Sequence[int], out: str | os.PathLike | None = None,

@@ -321,3 +321,26 @@ def test_estimate_prefers_this_variant_on_this_machine_then_scales_the_baseline(
     # The median of 100, 120, 140 (here) and 1 (there): any machine's runs, and the estimate says whose.
     assert seconds == 110.0 and "this machine may differ" in basis and here in basis and there in basis
     assert sweep.estimate_seconds(gelu, [], here) is None
+
+
+def test_a_second_sweep_on_the_same_file_is_refused_while_the_first_writes(tmp_path):
+    import subprocess
+    import sys
+
+    from helpers.files import Busy
+
+    out = tmp_path / "sweep.json"
+    hold = ("import sys\nfrom helpers.files import exclusive_lock\n"
+            "with exclusive_lock(sys.argv[1], 'x'):\n    print('locked', flush=True)\n    sys.stdin.read()\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path / ".sweep.json.lock")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"  # stands in for a first sweep, mid-run
+        fake = FakeTrain()
+        with pytest.raises(Busy, match=f"sweep.json .another sweep writes it. is in use by process {holder.pid}"):
+            run_sweep(select_variants(["loss"]), (0,), out, full=False, data=fake_data(), progress=False, train_fn=fake)
+        assert fake.calls == [] and not out.exists()  # nothing trained, nothing written
+    finally:
+        holder.communicate("")
+    assert len(run_sweep(select_variants(["loss"]), (0,), out, full=False, data=fake_data(), progress=False,
+                         train_fn=FakeTrain())) == 3  # the lock died with its holder
