@@ -55,7 +55,9 @@ def data_problem() -> str | None:
 
 def checks_outputs(path: Path) -> bool:
     """True for a notebook with a cell whose output nbval compares (tag nbval-check-output, or nbval's comment)."""
-    sys.path.insert(0, str(Path(__file__).parent / "tools"))
+    tools = str(Path(__file__).parent / "tools")
+    if tools not in sys.path:
+        sys.path.insert(0, tools)
     from lab_check import nbval_marked  # the same rule as the browser test and tools/notebook_memory.py
 
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
@@ -72,7 +74,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # Running each notebook a second time here would double the CI's longest part. A notebook with cells whose
     # outputs nbval compares (tag nbval-check-output) still runs here: the browser test executes but does not compare.
     skip = pytest.mark.skip(reason="run in JupyterLab by tests/test_browser.py (CI); ALEXNET_NBVAL_ALL=1 runs it here too")
+    checked: dict[Path, bool] = {}  # every cell of a notebook is an item: read each notebook once
     for item in items:
         path = Path(item.path)
-        if path.suffix == ".ipynb" and not checks_outputs(path):
+        if path.suffix != ".ipynb":
+            continue
+        if path not in checked:
+            checked[path] = checks_outputs(path)
+        if not checked[path]:
             item.add_marker(skip)
