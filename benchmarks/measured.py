@@ -44,7 +44,7 @@ def recipe_rows(results: Path) -> list[str]:
     """One table row per recipe and device from results/time_to_accuracy_*.json."""
     rows = []
     for path in sorted(results.glob("time_to_accuracy_*.json")):
-        records = [r for r in json.loads(path.read_text()) if not r.get("reduced_mode")]
+        records = [r for r in json.loads(path.read_text()) if not r.get("reduced_mode") and r.get("complete", True)]
         by_device: dict[tuple[str, str], list[dict]] = {}  # a file may hold several recipes run side by side
         for r in records:
             by_device.setdefault((r["recipe"]["name"], r["device"]), []).append(r)

@@ -5,8 +5,13 @@
 
 With several recipes the runs are interleaved (seed 0 of each recipe, then seed 1, ...), so that a machine that
 gets slower or faster during the run slows both alike, and the summary gives each recipe's times as a ratio to the
-first recipe's, per seed. The record is rewritten after every run and runs already in it (same recipe, seed and
-machine) are skipped, so a stopped benchmark continues where it stopped.
+first recipe's, per seed.
+
+Nothing is lost to a stop: every run checkpoints after each epoch (in runs/time_to_accuracy/, outside git) and
+rewrites its record in the results file with "complete": false, so a stopped benchmark, run again with the same
+command, continues the run in progress from its last epoch, bit for bit, and skips the runs already complete. A run
+is the same run only if everything that changes its result is the same: the whole recipe (overrides and reduced
+mode included), the seed, the machine and the data.
 
 Each seed trains in a fresh Python process (cold caches, as a reader would run it).
 Training seconds run from the first step to the end of the epoch whose test accuracy
@@ -19,12 +24,12 @@ the same recipe, seed and device are replaced, others kept.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import statistics
 import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -34,32 +39,88 @@ from helpers.files import atomic_write_json
 THRESHOLDS = (81.37, 85.0, 90.0)
 
 
-def one_seed(recipe_name: str, seed: int, out: Path, overrides: dict) -> None:
+def bench_recipe(recipe_name: str, overrides: dict):
+    """The recipe a benchmark run trains: like DAWNBench and airbench, on all 50,000 images, test set scored every epoch.
+
+    This measures a recipe; it never chooses one (the recipes' settings are chosen on the validation split).
+    """
+    from helpers.recipes import get_recipe
+
+    return get_recipe(recipe_name, **{"validation": 0.0, **overrides})
+
+
+def one_seed(recipe_name: str, seed: int, out: Path, overrides: dict, checkpoints: Path, stop_after: int | None) -> None:
     import torch
 
     from helpers.data import dataset_label, load_cifar10
     from helpers.device import describe_device, pick_device
     from helpers.mode import reduced_mode
-    from helpers.recipes import get_recipe
     from helpers.train import train
 
     device = pick_device()
-    # Like DAWNBench and airbench: train on all 50,000 images and score the test set after every epoch. This
-    # measures a recipe; it never chooses one (the recipes' settings are chosen on the validation split).
-    recipe = get_recipe(recipe_name, **{"validation": 0.0, **overrides})
+    recipe = bench_recipe(recipe_name, overrides)
     data = load_cifar10(download=False)
-    model, history = train(recipe, data=data, seed=seed, device=device, progress=False,
-                           callbacks=[lambda h, m: print(_line(h.last), flush=True)])
-    record = {
-        "recipe": recipe.to_dict(), "seed": seed, "device": describe_device(device), "torch": torch.__version__,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "data": dataset_label(),
-        "reduced_mode": reduced_mode(), "final_test_acc": history.last["test_acc"],
-        "final_test_acc_tta": history.last.get("test_acc_tta"), "train_seconds": history.last["train_seconds_total"],
-        "time_to": {f"{t:g}": history.time_to(t) for t in THRESHOLDS},
-        "time_to_tta": {f"{t:g}": history.time_to(t, "test_acc_tta") for t in THRESHOLDS} if recipe.tta else None,
-        "history": list(history),
-    }
-    atomic_write_json(out, record)
+    base = {"recipe": recipe.to_dict(), "seed": seed, "device": describe_device(device), "torch": torch.__version__,
+            "data": dataset_label(), "reduced_mode": reduced_mode()}
+    base["key"] = run_key(base)
+    checkpoint = checkpoints / f"{recipe.name}-seed{seed}-{base['key']}.pt"
+    _check_checkpoint(checkpoint, base)
+    earlier = next((r for r in read_records(out) if r.get("key") == base["key"]), {})
+    ends = list(earlier.get("epoch_ended_at", []))
+
+    def write(history, model) -> None:
+        print(_line(history.last), flush=True)
+        ends[len(history) - 1:] = [datetime.now(timezone.utc).isoformat(timespec="seconds")]
+        record = {**base, "date": ends[-1], "complete": len(history) == recipe.epochs, "epochs_done": len(history),
+                  "final_test_acc": history.last["test_acc"], "final_test_acc_tta": history.last.get("test_acc_tta"),
+                  "train_seconds": history.last["train_seconds_total"],
+                  "time_to": {f"{t:g}": history.time_to(t) for t in THRESHOLDS},
+                  "time_to_tta": {f"{t:g}": history.time_to(t, "test_acc_tta") for t in THRESHOLDS} if recipe.tta else None,
+                  "epoch_ended_at": ends, "history": list(history)}
+        records = [r for r in read_records(out) if r.get("key") != base["key"]]
+        atomic_write_json(out, [*records, record])  # after every epoch: a stop loses at most the epoch in progress
+
+    if checkpoint.is_file():
+        print(f"  continuing from {checkpoint}", flush=True)
+    _, history = train(recipe, data=data, seed=seed, device=device, progress=False, checkpoint=checkpoint, resume=True,
+                       callbacks=[write], stop_after=stop_after)
+    if len(history) == recipe.epochs:
+        checkpoint.unlink(missing_ok=True)  # the record is complete; the checkpoint would only take disk space
+
+
+def run_key(record: dict) -> str:
+    """A short hash of everything that changes a run's result: recipe (overrides, reduced mode), seed, machine, data."""
+    fields = {k: record.get(k) for k in ("recipe", "seed", "device", "data", "reduced_mode")}
+    return hashlib.sha1(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def read_records(out: Path) -> list[dict]:
+    """The records of a results file, [] if there is none; a file that is not a list of run records is refused by name."""
+    if not out.exists():
+        return []
+    try:
+        data = json.loads(out.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{out} cannot be read as a results file ({err}); move it away or pass another --out") from err
+    bad = [i for i, r in enumerate(data if isinstance(data, list) else [None])
+           if not (isinstance(r, dict) and isinstance(r.get("recipe"), dict) and isinstance(r.get("history"), list)
+                   and isinstance(r.get("seed"), int) and isinstance(r.get("device"), str))]
+    if bad:
+        raise ValueError(f"{out} is not a list of time-to-accuracy records (entries {bad[:5]} lack a recipe, seed, device "
+                         f"or history); move it away or pass another --out")
+    return [{**r, "key": r.get("key") or run_key(r)} for r in data]
+
+
+def _check_checkpoint(checkpoint: Path, base: dict) -> None:
+    """Refuse to continue a checkpoint that another recipe or seed wrote (its name says it is this run's)."""
+    if not checkpoint.is_file():
+        return
+    from helpers.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint)
+    if state.get("recipe") != base["recipe"] or state.get("seed") != base["seed"]:
+        raise SystemExit(f"error: {checkpoint} holds another run (recipe {state.get('recipe', {}).get('name')!r}, seed "
+                         f"{state.get('seed')!r}); delete it to start this run afresh")
 
 
 def _line(row: dict) -> str:
@@ -92,37 +153,50 @@ def main() -> None:
     p.add_argument("--out", help="JSON file of records (default: results/time_to_accuracy_<recipe>.json)")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                    help="recipe overrides, e.g. --set epochs=12 lr=0.3 (values parsed as JSON)")
+    p.add_argument("--checkpoints", default="runs/time_to_accuracy",
+                   help="folder of the per-epoch checkpoints a stopped run continues from (default: runs/time_to_accuracy)")
+    p.add_argument("--stop-after", type=int, metavar="N",
+                   help="train at most N epochs of each run in this call; the same command continues them later")
     p.add_argument("--one-seed", type=int, help=argparse.SUPPRESS)
     p.add_argument("--record", help=argparse.SUPPRESS)
     args = p.parse_args()
     overrides = parse_settings(args.set)
     if args.one_seed is not None:
-        return one_seed(args.recipe[0], args.one_seed, Path(args.record), overrides)
+        return one_seed(args.recipe[0], args.one_seed, Path(args.record), overrides, Path(args.checkpoints),
+                        args.stop_after)
+
+    from helpers.data import dataset_label
+    from helpers.files import exclusive_lock
+    from helpers.mode import reduced_mode
 
     out = Path(args.out or f"results/time_to_accuracy_{'_'.join(args.recipe)}.json")
-    records = json.loads(out.read_text()) if out.is_file() else []
-    machine = _machine()
-    for seed in args.seeds:
-        for name in args.recipe:
-            if any(_run_key(r) == (name, seed, machine) for r in records):
-                print(f"recipe {name}, seed {seed}: recorded already on this machine", flush=True)
-                continue
-            print(f"recipe {name}, seed {seed}: fresh process", flush=True)
-            with tempfile.TemporaryDirectory() as tmp:
-                record = Path(tmp) / "record.json"
-                cmd = [sys.executable, __file__, "--recipe", name, "--one-seed", str(seed), "--record", str(record),
-                       "--set", *args.set]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    machine, data = _machine(), dataset_label()
+    with exclusive_lock(out.with_name(f".{out.name}.lock"), f"the results file {out} (another benchmark writes it)"):
+        for seed in args.seeds:
+            for name in args.recipe:
+                mine = {"recipe": bench_recipe(name, overrides).to_dict(), "seed": seed, "device": machine, "data": data,
+                        "reduced_mode": reduced_mode()}
+                done = next((r for r in read_records(out) if r["key"] == run_key(mine)), None)
+                if done is not None and done.get("complete", True):
+                    print(f"recipe {name}, seed {seed}: recorded already (same settings, machine and data)", flush=True)
+                    continue
+                print(f"recipe {name}, seed {seed}: fresh process", flush=True)
+                # The child rewrites `out` after every epoch; this process holds the lock for it.
+                cmd = [sys.executable, __file__, "--recipe", name, "--one-seed", str(seed), "--record", str(out),
+                       "--checkpoints", args.checkpoints, "--set", *args.set]
+                if args.stop_after is not None:
+                    cmd += ["--stop-after", str(args.stop_after)]
                 subprocess.run(cmd, check=True, env=os.environ.copy())
-                records.append(json.loads(record.read_text()))
-            atomic_write_json(out, records)  # after every run: a stopped benchmark loses at most the run in progress
+        records = read_records(out)
+    here = [r for r in records if r["device"] == machine and r.get("complete", True)]
     for name in args.recipe:
-        mine = [r for r in records if _run_key(r)[0] == name and _run_key(r)[2] == machine]
+        mine = [r for r in here if r["recipe"]["name"] == name]
         if mine:
             print(summarize(mine))
     if len(args.recipe) > 1:
         from helpers.results import side_by_side_ratios
 
-        here = [r for r in records if r["device"] == machine]
         print(f"side by side on {machine}: seconds as a ratio to {args.recipe[0]}'s, per seed")
         print(side_by_side_ratios(here, args.recipe).round(2).to_string(index=False))
     print(f"wrote {out}")
@@ -133,10 +207,6 @@ def _machine() -> str:
     from helpers.device import describe_device, pick_device
 
     return describe_device(pick_device())
-
-
-def _run_key(record: dict) -> tuple:
-    return record["recipe"]["name"], record["seed"], record["device"]
 
 
 if __name__ == "__main__":

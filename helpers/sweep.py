@@ -100,11 +100,22 @@ def run_sweep(variants: Sequence[Variant] | None = None, seeds: Sequence[int] = 
             if key not in done:
                 bar.set_postfix_str(f"{variant.name} seed {seed}")
                 data = load_cifar10() if data is None else data
-                done[key] = _train_run(variant, seed, recipe, full, data=data, device=device, train_fn=train_fn)
+                # A run checkpoints every epoch (outside git), so a stopped sweep continues it from its last epoch.
+                checkpoint = checkpoint_path(out, variant, seed, recipe)
+                done[key] = _train_run(variant, seed, recipe, full, data=data, device=device, train_fn=train_fn,
+                                       checkpoint=checkpoint)
                 records.append(done[key])
                 write_records(out, records)
+                checkpoint.unlink(missing_ok=True)  # recorded: the checkpoint is no longer needed
             result.append(done[key])
         return result
+
+
+def checkpoint_path(out: Path, variant: Variant, seed: int, recipe: Recipe) -> Path:
+    """Where a run of a sweep writing `out` keeps its per-epoch checkpoint: runs/ablation-checkpoints/, outside git."""
+    from .paths import runs_dir
+
+    return runs_dir() / "ablation-checkpoints" / f"{out.stem}-{variant.name}-seed{seed}-{recipe_key(recipe)}.pt"
 
 
 def recorded_runs(variants: Sequence[Variant], seeds: Sequence[int], out: str | os.PathLike | None = None,
@@ -207,15 +218,16 @@ def _collapse(model, recipe: Recipe, data: Cifar10, device: torch.device, last: 
 
 
 def _train_run(variant: Variant, seed: int, recipe: Recipe, full: bool, *, data: Cifar10, device: torch.device,
-               train_fn: Callable | None) -> dict:
-    """Train one run and return its complete record; a TrainingError is recorded as status "diverged"."""
+               train_fn: Callable | None, checkpoint: Path | None = None) -> dict:
+    """Train one run (continuing its checkpoint, if any) and return its complete record; a TrainingError is "diverged"."""
     from .device import describe_device
     from .train import train
 
     record = _run_record(variant, seed, recipe, full, data)
     try:
         model, history = (train if train_fn is None else train_fn)(recipe, data=data, seed=seed, device=device,
-                                                                    progress=False)
+                                                                    progress=False, checkpoint=checkpoint,
+                                                                    resume=checkpoint is not None)
         last = history[-1]
         record.update(_collapse(model, recipe, data, device, last))
         record.update(val_acc=last.get("val_acc"), val_acc_tta=last.get("val_acc_tta"),

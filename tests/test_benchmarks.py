@@ -159,3 +159,34 @@ def test_the_readme_shows_what_results_holds():
     committed = readme[readme.index(START):readme.index(END) + len(END)]
     assert committed == section(REPO / "results"), (
         "README.md's Measured section differs from results/: run `python benchmarks/measured.py` and commit README.md")
+
+
+def test_a_stopped_time_to_accuracy_run_continues_bit_for_bit(tmp_path):
+    from conftest import make_cifar_folder
+
+    root = make_cifar_folder(tmp_path / "cifar", per_batch=40)
+    env = {"PATH": "/usr/bin:/bin", "ALEXNET_REDUCED": "1", "HOME": str(tmp_path), "CIFAR10_ROOT": str(root),
+           "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(REPO / "benchmarks" / "time_to_accuracy.py"), "--recipe", "cpu", "--seeds", "0",
+           "--checkpoints", str(tmp_path / "ck"), "--set", "epochs=3"]
+
+    def bench(out: str, *extra: str) -> list[dict]:
+        done = subprocess.run([*cmd, "--out", str(tmp_path / out), *extra], capture_output=True, text=True, env=env,
+                              cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return json.loads((tmp_path / out).read_text())
+
+    whole = bench("whole.json")
+    assert whole[0]["complete"] and whole[0]["epochs_done"] == 3 and not list((tmp_path / "ck").glob("*.pt"))
+    part = bench("part.json", "--stop-after", "1")
+    assert not part[0]["complete"] and part[0]["epochs_done"] == 1 and len(list((tmp_path / "ck").glob("*.pt"))) == 1
+    rest = bench("part.json")
+    assert len(rest) == 1 and rest[0]["complete"] and len(rest[0]["epoch_ended_at"]) == 3
+    untimed = [[{k: v for k, v in row.items() if "seconds" not in k and k != "images_per_s"} for row in r[0]["history"]]
+               for r in (whole, rest)]
+    assert untimed[0] == untimed[1]  # the continued run is the uninterrupted one, epoch for epoch
+    again = subprocess.run([*cmd, "--out", str(tmp_path / "part.json")], capture_output=True, text=True, env=env,
+                           cwd=tmp_path)
+    assert "recorded already" in again.stdout and json.loads((tmp_path / "part.json").read_text()) == rest
+    other = bench("part.json", "--stop-after", "1", "--set", "epochs=3", "lr=0.1")  # another recipe: another run
+    assert len(other) == 2 and {r["recipe"]["lr"] for r in other} == {0.2, 0.1}

@@ -85,7 +85,7 @@ class FakeTrain:
         self.calls = []
         self.diverge = diverge
 
-    def __call__(self, recipe, *, data, seed, device, progress):
+    def __call__(self, recipe, *, data, seed, device, progress, **checkpointing):
         self.calls.append((recipe.name, seed))
         if self.diverge and recipe.loss == self.diverge:
             raise TrainingError("the loss became non-finite (nan) at epoch 1, step 3")
@@ -344,3 +344,28 @@ def test_a_second_sweep_on_the_same_file_is_refused_while_the_first_writes(tmp_p
         holder.communicate("")
     assert len(run_sweep(select_variants(["loss"]), (0,), out, full=False, data=fake_data(), progress=False,
                          train_fn=FakeTrain())) == 3  # the lock died with its holder
+
+
+def test_a_stopped_run_continues_from_its_epoch_checkpoint(sweep_cifar_root, tmp_path, monkeypatch):
+    from helpers import paths
+    from helpers.train import train
+
+    monkeypatch.setattr(paths, "runs_dir", lambda: tmp_path / "runs")
+    data = load_cifar10(sweep_cifar_root, download=False)
+    whole = run_sweep([BASELINE], (0,), tmp_path / "whole.json", full=False, data=data, device="cpu", progress=False)
+
+    def stop(history, model):
+        raise KeyboardInterrupt  # a stop after the first epoch's checkpoint is written
+
+    def stopped(recipe, **options):
+        return train(recipe, callbacks=[stop], **options)
+
+    out = tmp_path / "stopped.json"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep([BASELINE], (0,), out, full=False, data=data, device="cpu", progress=False, train_fn=stopped)
+    checkpoint = sweep.checkpoint_path(out, BASELINE, 0, variant_recipe(BASELINE, full=False))
+    assert checkpoint.is_file() and read_records(out) == []
+    continued = run_sweep([BASELINE], (0,), out, full=False, data=data, device="cpu", progress=False)
+    assert not checkpoint.exists()  # recorded, so the checkpoint is gone
+    for key in ("val_acc", "val_acc_tta", "test_acc", "epochs_done", "images"):
+        assert continued[0][key] == whole[0][key], key
