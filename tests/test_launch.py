@@ -28,6 +28,7 @@ def load_tool(name: str) -> types.ModuleType:
 
 sync_links = load_tool("sync_links")
 before_you_run = load_tool("before_you_run")
+pin_binder = load_tool("pin_binder")
 
 
 def pyproject() -> dict:
@@ -88,7 +89,7 @@ def test_a_failed_install_stops_the_setup_cell_with_what_to_do(monkeypatch: pyte
     lines = "".join(sync_links.setup_cell(nb)["source"]).split("\n")
     code = "\n".join(line for line in lines if not line.lstrip().startswith("%"))  # the magic runs only on Colab
     with monkeypatch.context() as m, pytest.raises(SystemExit) as stop:
-        m.setitem(sys.modules, "helpers.notebook", None)  # as if the package were not installed
+        m.setitem(sys.modules, "helpers.course", None)  # as if the package were not installed
         exec(compile(code, "setup cell", "exec"), {})
     message = str(stop.value)
     for words in ("not installed", "On Colab", "%pip line above failed", "fork", ".zip", 'pip install -e ".[notebooks]"'):
@@ -140,7 +141,7 @@ def test_sync_links_rewrites_only_the_badge_and_install_lines(tmp_path: Path):
 
 
 def test_colab_widget_manager_is_switched_on_only_on_colab(monkeypatch: pytest.MonkeyPatch):
-    from helpers import notebook
+    from helpers import course as notebook
 
     calls = []
     output = types.SimpleNamespace(enable_custom_widget_manager=lambda: calls.append("on"))
@@ -181,29 +182,137 @@ def test_environment_yml_lists_the_packages_of_pyproject():
     assert dev == ["alexnet-cifar10[notebooks,test,browser]"], "environment.yml mirrors the dev extra: update both"
 
 
-def test_binder_installs_pyproject_packages_with_cpu_torch_and_the_package_in_postbuild():
+def binder_lines() -> list[str]:
+    """binder/requirements.txt's lines that are not comments or blank."""
     lines = [line.strip() for line in (ROOT / "binder" / "requirements.txt").read_text(encoding="utf-8").splitlines()]
-    lines = [line for line in lines if line and not line.startswith("#")]
-    options = [line for line in lines if line.startswith("-")]
-    assert options == ["--extra-index-url https://download.pytorch.org/whl/cpu"], options
-    # No local path: a "-e .." line would disable repo2docker's pre-assembly of the environment.
-    assert not [line for line in lines if line.startswith((".", "/")) or " @ " in line]
-    assert dict(requirement(line) for line in lines if not line.startswith("-")) == project_requirements("notebooks")
+    return [line for line in lines if line and not line.startswith("#")]
 
+
+def pins_outside_ranges(text: str, ranges: dict[str, str]) -> list[str]:
+    """One line for each package of `ranges` (name -> specifier) that `text` does not pin exactly inside its range."""
+    from packaging.specifiers import SpecifierSet
+
+    pinned = pin_binder.read_pins(text)[0]
+    problems = []
+    for name, spec in sorted(ranges.items()):
+        if name not in pinned:
+            problems.append(f"{name}: in pyproject.toml ({spec}), not pinned in binder/requirements.txt")
+        elif not SpecifierSet(spec).contains(pinned[name], prereleases=True):
+            problems.append(f"{name}: pinned {pinned[name]}, outside pyproject.toml's {spec}")
+    return problems
+
+
+def test_binder_pins_every_pyproject_package_inside_its_range():
+    text = (ROOT / "binder" / "requirements.txt").read_text(encoding="utf-8")
+    problems = pins_outside_ranges(text, project_requirements("notebooks"))
+    assert problems == [], "pin again (tools/pin_binder.py, see its docstring):\n" + "\n".join(problems)
+
+
+def test_a_package_missing_from_the_pins_or_pinned_outside_its_range_is_named():
+    text = "--extra-index-url https://download.pytorch.org/whl/cpu\ntorch==2.8.0\nNumPy==2.4.6\n"
+    problems = pins_outside_ranges(text, {"torch": ">=2.9", "numpy": ">=1.26", "seaborn": ">=0.13"})
+    assert problems == ["seaborn: in pyproject.toml (>=0.13), not pinned in binder/requirements.txt",
+                        "torch: pinned 2.8.0, outside pyproject.toml's >=2.9"]
+
+
+def test_binder_requirements_are_exact_pins_for_the_python_of_runtime_txt():
+    lines = binder_lines()
+    options = [line for line in lines if line.startswith("-")]
+    assert options == [pin_binder.CPU_INDEX], options
+    # No local path: a "-e .." line would disable repo2docker's pre-assembly of the environment.
+    loose = [line for line in lines if not line.startswith("-") and not pin_binder.PIN_LINE.fullmatch(line)]
+    assert loose == [], f"not name==version (no local labels such as +cpu, no paths): {loose}"
+    pinned, mark, _ = pin_binder.read_pins((ROOT / "binder" / "requirements.txt").read_text(encoding="utf-8"))
+    course = pyproject()["project"]["name"]
+    assert course not in pinned and "pip" not in pinned, "postBuild installs the course; CI and repo2docker upgrade pip"
+    assert not [name for name in pinned if pin_binder.CUDA_ONLY.match(name)], "Binder's CPU-only torch needs no CUDA"
+    # The pins hold for the Python they were made with: Binder must run that one.
+    made_with = pin_binder.MARK_LINE.match(mark or "")
+    assert made_with, f"no line {pin_binder.MARK!r}: write the file with tools/pin_binder.py"
+    runtime = (ROOT / "binder" / "runtime.txt").read_text(encoding="utf-8").strip()
+    python = made_with["python"]
+    assert runtime == f"python-{python}", f"runtime.txt says {runtime}, the pins were made on Python {python}: pin again"
+    minimum = pyproject()["project"]["requires-python"].removeprefix(">=")
+    assert tuple(int(v) for v in python.split(".")) >= tuple(int(v) for v in minimum.split("."))
+
+
+def test_binder_postbuild_installs_the_package_and_loads_cifar10():
     post = (ROOT / "binder" / "postBuild").read_text(encoding="utf-8").splitlines()
     commands = [line for line in post if line.strip() and not line.startswith("#")]
     assert post[0].startswith("#!") and commands[0].startswith("set -e"), "postBuild fails the build only with set -e"
-    assert any(re.search(r"pip install .*-e \.$", c) for c in commands)
+    assert any(re.search(r"pip install .*--no-deps -e \.$", c) for c in commands), "requirements.txt installed everything"
     assert any("load_cifar10()" in c for c in commands), "CIFAR-10 is fetched at build time"
     assert (ROOT / "binder" / "postBuild").stat().st_mode & 0o111, "repo2docker runs postBuild as an executable"
-    runtime = (ROOT / "binder" / "runtime.txt").read_text(encoding="utf-8").strip()
-    minimum = pyproject()["project"]["requires-python"].removeprefix(">=")
-    major, minor = (int(v) for v in runtime.removeprefix("python-").split("."))
-    assert (major, minor) >= tuple(int(v) for v in minimum.split("."))
+
+
+CUDA_VENV = {"anyio": "4.16.0", "Jinja2": "3.1.6", "torch": "2.14.1+cu130", "torchvision": "0.29.1+cu130",
+             "nvidia-cublas": "13.1.1.3", "cuda-toolkit": "13.0.3.0", "triton": "3.8.0", "pip": "26.3",
+             "setuptools": "84.2.1", "wheel": "0.45.1", "alexnet-cifar10": "0.1.0"}
+OLD_FILE = "# why this file\n\n--extra-index-url https://download.pytorch.org/whl/cpu\ntorch>=2.9\n# a comment kept\nanyio>=4\n"
+
+
+def test_pin_binder_pins_everything_but_pip_the_course_and_torchs_cuda_libraries():
+    env = pin_binder.Environment("3.11", "Linux x86_64", {pin_binder.canonical(k): v for k, v in CUDA_VENV.items()},
+                                 {"setuptools": frozenset({"torch"}), "wheel": frozenset()})
+    text = pin_binder.render(OLD_FILE, env, "alexnet-cifar10")
+    assert text.splitlines() == [
+        "# why this file", "", "--extra-index-url https://download.pytorch.org/whl/cpu", "# a comment kept",
+        "# Pinned by tools/pin_binder.py from Python 3.11 on Linux x86_64. Regenerate them, do not edit them (see above).",
+        "anyio==4.16.0", "jinja2==3.1.6", "setuptools==84.2.1", "torch==2.14.1", "torchvision==0.29.1"]
+    assert pin_binder.differences(text, text) == []
+    assert pin_binder.render(text, env, "alexnet-cifar10") == text, "pinning again changes nothing"
+    # The CPU index line is put back if it went missing; a local label on a PyPI package cannot be pinned.
+    assert pin_binder.CPU_INDEX in pin_binder.render("# header\n", env, "alexnet-cifar10")
+    bad = pin_binder.Environment("3.11", "Linux x86_64", {"numpy": "2.4.6+local"})
+    with pytest.raises(SystemExit, match="numpy==2.4.6\\+local has a local version label"):
+        pin_binder.render(OLD_FILE, bad, "alexnet-cifar10")
+    show = "Name: setuptools\nVersion: 84.2.1\nRequires: \nRequired-by: torch, Jinja2\n---\nName: wheel\nRequired-by: \n"
+    assert pin_binder.parse_required_by(show) == {"setuptools": frozenset({"torch", "jinja2"}), "wheel": frozenset()}
+
+
+def fake_venv(folder: Path, packages: dict[str, str]) -> Path:
+    """A folder whose bin/python answers the three questions pin_binder asks, as a real venv's would."""
+    (folder / "bin").mkdir(parents=True)
+    listed = json.dumps([{"name": n, "version": v} for n, v in packages.items()])
+    script = folder / "bin" / "python"
+    script.write_text("#!/bin/sh\n"
+                      'case "$*" in\n'
+                      '  "-c "*) echo "3.11 Linux x86_64" ;;\n'
+                      f"  *\" list \"*) echo '{listed}' ;;\n"
+                      '  *" show "*) printf "Name: setuptools\\nRequired-by: torch\\n" ;;\n'
+                      "esac\n", encoding="utf-8")
+    script.chmod(0o755)
+    return folder
+
+
+def test_pin_binder_check_fails_when_the_environment_and_the_file_differ(tmp_path: Path, capsys: pytest.CaptureFixture):
+    venv = fake_venv(tmp_path / "venv", {"torch": "2.14.1+cu130", "setuptools": "84.2.1", "anyio": "4.16.0"})
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(OLD_FILE, encoding="utf-8")
+    args = ["--from-venv", str(venv), "--requirements", str(requirements)]
+    assert pin_binder.main(["--check", *args]) == 1  # lower bounds are not pins
+    assert "'torch>=2.9': not an exact pin" in capsys.readouterr().err
+    assert pin_binder.main(args) == 0 and pin_binder.main(["--check", *args]) == 0
+    assert "anyio==4.16.0\nsetuptools==84.2.1\ntorch==2.14.1\n" in requirements.read_text(encoding="utf-8")
+    capsys.readouterr()
+
+    requirements.write_text(requirements.read_text(encoding="utf-8").replace("anyio==4.16.0", "anyio==4.15.0")
+                            .replace("torch==", "idna==3.20\ntorch=="), encoding="utf-8")
+    assert pin_binder.main(["--check", *args]) == 1
+    err = capsys.readouterr().err
+    assert "anyio: pinned 4.15.0, the environment has 4.16.0" in err and "idna: pinned 3.20, not in the environment" in err
+    assert "python tools/pin_binder.py --from-venv" in err, "the error says how to fix it"
+
+
+def test_pin_binder_ranges_are_pyproject_dependencies_and_the_notebooks_extra():
+    lines = pin_binder.ranges(OLD_FILE, pyproject()).splitlines()
+    assert lines[:3] == ["# why this file", "", pin_binder.CPU_INDEX]
+    assert dict(requirement(line) for line in lines if line and not line.startswith(("#", "-"))) == project_requirements(
+        "notebooks")
 
 
 def test_outside_a_checkout_files_go_where_the_platform_keeps_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    from helpers import paths
+    from helpers import course as paths
 
     assert paths.project_folder("data") == paths.CHECKOUT / "data"  # a checkout keeps its own data/, runs/, results/
     monkeypatch.setattr(paths, "CHECKOUT", tmp_path)  # no pyproject.toml: a pip-installed package
@@ -224,7 +333,7 @@ def test_every_notebook_says_what_run_all_costs_above_its_setup_cell():
 
 
 def test_the_before_you_run_cell_is_written_from_the_record(tmp_path: Path):
-    from helpers.results import notebook_costs, record_notebook_cost
+    from notebook_memory import notebook_costs, record_notebook_cost
 
     entry = {"seconds": 800, "peak_mb": 2300, "peak_anon_mb": 1900, "device": "device=cpu | a CPU", "torch": "2.x",
              "data": "CIFAR-10 (JPEG mirror)", "date": "2026-11-30"}
@@ -252,7 +361,7 @@ def test_on_colab_a_failed_install_ends_the_setup_cell_with_what_to_do(tmp_path:
     setup = "".join(sync_links.setup_cell(nb)["source"])
     fake_colab = ("import sys, types\n"
                   "sys.modules['google.colab'] = types.ModuleType('google.colab')  # as on Colab\n"
-                  "sys.modules['helpers.notebook'] = None  # the course is not installed: the import fails")
+                  "sys.modules['helpers.course'] = None  # the course is not installed: the import fails")
     # An unreachable package index and git host: the %pip line fails quickly, as on a machine without the course's URL.
     env = {**os.environ, "PIP_INDEX_URL": "http://127.0.0.1:9/simple", "PIP_RETRIES": "0", "PIP_TIMEOUT": "2",
            "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "url.http://127.0.0.1:9/.insteadOf",
