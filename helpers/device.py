@@ -1,4 +1,5 @@
-"""Pick the fastest available device and describe the machine in one line."""
+"""Devices and precision: the fastest available device, the machine in one line, and the one rule for which
+floating-point precision trains where (`amp_dtype`)."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def available_devices() -> list[str]:
     return kinds
 
 
-def device_name(device: torch.device | str) -> str:
+def _device_name(device: torch.device | str) -> str:
     """Human name of a device: the GPU model, 'Apple MPS' or the CPU model (describe_device)."""
     device = torch.device(device)
     if device.type == "cuda":
@@ -49,7 +50,7 @@ def device_name(device: torch.device | str) -> str:
 def describe_device(device: torch.device | str | None = None) -> str:
     """One line for notebooks and logs: device, its name, torch version, CPU threads (every notebook's start(), the CLI)."""
     device = pick_device() if device is None else torch.device(device)
-    parts = [f"device={device.type}", device_name(device), f"torch {torch.__version__}"]
+    parts = [f"device={device.type}", _device_name(device), f"torch {torch.__version__}"]
     if device.type == "cuda":
         parts.append(f"CUDA {torch.version.cuda}")
     parts.append(f"{torch.get_num_threads()} CPU threads")
@@ -65,7 +66,7 @@ def cpu_supports_bf16() -> bool:
 
 
 def cpuinfo_values(field: str) -> list[str]:
-    """Every value of one field of /proc/cpuinfo (one per core), or [] if none (notebook 06's cpu_peak_flops, device_name)."""
+    """Every value of one field of /proc/cpuinfo (one per core), or [] if none (notebook 06's cpu_peak_flops, _device_name)."""
     try:
         with open("/proc/cpuinfo") as f:
             return [line.split(":", 1)[1].strip() for line in f if line.split(":", 1)[0].strip() == field]

@@ -9,8 +9,9 @@ import matplotlib.pyplot as plt
 import torch
 from torch import nn
 
-from .checks import at_least
-from .models import model_mode
+from .data import show_images
+from .models.alexnet import model_state
+from .plumbing.checks import at_least
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -165,8 +166,7 @@ def plot_reliability_diagram(bins: Sequence[dict], ece: float | None = None, ax:
     return ax.figure
 
 
-def plot_confusion_matrix(cm: torch.Tensor, classes: Sequence[str], normalize: bool = True,
-                          ax: plt.Axes | None = None) -> plt.Figure:
+def plot_confusion_matrix(cm: torch.Tensor, classes: Sequence[str], normalize: bool = True) -> plt.Figure:
     """Seaborn heatmap of a confusion matrix, rows normalised to percent of the true class if asked (notebook 04)."""
     import seaborn as sns
 
@@ -174,8 +174,7 @@ def plot_confusion_matrix(cm: torch.Tensor, classes: Sequence[str], normalize: b
     values = cm.double()
     if normalize:
         values = 100 * values / values.sum(1, keepdim=True).clamp(min=1)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7.5, 6.5))
+    _, ax = plt.subplots(figsize=(7.5, 6.5))
     sns.heatmap(values.numpy(), annot=True, fmt=".0f",
                 cmap="Blues", xticklabels=classes, yticklabels=classes, ax=ax, square=True,
                 cbar_kws={"label": "% of true class" if normalize else "images"})
@@ -187,8 +186,6 @@ def plot_confusion_matrix(cm: torch.Tensor, classes: Sequence[str], normalize: b
 def show_predictions(images: torch.Tensor, labels: Sequence[int], probs: torch.Tensor, classes: Sequence[str],
                      ncols: int = 8, title: str | None = None) -> plt.Figure:
     """Image grid titled "true→pred (p)" per image, green when right and red when wrong (notebook 04)."""
-    from .plots import show_images
-
     if len(images) != len(labels) or len(images) != len(probs):
         raise ValueError(f"{len(images)} images, {len(labels)} labels and {len(probs)} probability rows must match")
     fig = show_images(images, ncols=ncols, title=title, size=1.6)
@@ -200,7 +197,7 @@ def show_predictions(images: torch.Tensor, labels: Sequence[int], probs: torch.T
     return fig
 
 
-def filter_grid(weight: torch.Tensor, ncols: int = 16, ax: plt.Axes | None = None) -> plt.Figure:
+def filter_grid(weight: torch.Tensor, ncols: int = 16) -> plt.Figure:
     """First-layer conv filters (out, 3, k, k) as small RGB pictures, each scaled to [0, 1] (notebook 04)."""
     if weight.ndim != 4 or weight.shape[1] != 3:
         raise ValueError(f"expected RGB conv filters of shape (out, 3, k, k), got {tuple(weight.shape)}")
@@ -213,8 +210,7 @@ def filter_grid(weight: torch.Tensor, ncols: int = 16, ax: plt.Axes | None = Non
     for i in range(n):
         r, c = divmod(i, ncols)
         canvas[:, 1 + r * step:1 + r * step + k, 1 + c * step:1 + c * step + k] = w[i]
-    if ax is None:
-        _, ax = plt.subplots(figsize=(ncols * 0.5, nrows * 0.5 + 0.4))
+    _, ax = plt.subplots(figsize=(ncols * 0.5, nrows * 0.5 + 0.4))
     ax.imshow(canvas.permute(1, 2, 0).numpy(), interpolation="nearest")
     ax.axis("off")
     ax.set_title(f"{n} first-layer filters, {k}x{k}")
@@ -238,7 +234,7 @@ def conv_activations(model: nn.Module, image: torch.Tensor, num_convs: int = 2) 
     param = next(model.parameters())
     x = image[None].to(param.device, param.dtype)
     out, convs = {}, 0
-    with model_mode(model, training=False):
+    with model_state(model, training=False):
         for layer in features:
             x = layer(x)
             if isinstance(layer, nn.Conv2d):
@@ -250,11 +246,11 @@ def conv_activations(model: nn.Module, image: torch.Tensor, num_convs: int = 2) 
     return out
 
 
-def plot_feature_maps(maps: torch.Tensor, n: int = 16, ncols: int = 8, title: str | None = None) -> plt.Figure:
+def plot_feature_maps(maps: torch.Tensor, n: int = 16, title: str | None = None) -> plt.Figure:
     """The first n channels of (C, h, w) feature maps as grey images (notebook 04)."""
     if maps.ndim != 3:
         raise ValueError(f"feature maps must have shape (C, h, w), got {tuple(maps.shape)}")
-    n = min(n, maps.shape[0])
+    n, ncols = min(n, maps.shape[0]), 8
     nrows = -(-n // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * 1.1, nrows * 1.1 + 0.3), squeeze=False)
     for i, ax in enumerate(axes.flat):

@@ -1,34 +1,36 @@
-"""One training engine for every notebook, benchmark and the command line.
+"""One training engine for every notebook, benchmark and the command line: a recipe's loaders, optimiser and schedule,
+the training loop, evaluation, checkpoints after every epoch and an exact resume.
 
-Under torchrun only four calls differ: dist.wrap_model, recipe_loaders, dist.all_reduce_sum and dist.is_main_process.
+Under torchrun each process trains on its share of every batch (training.distributed); one process is a no-op there.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from ..course import seed_everything
+from ..data import DeviceLoader, load_cifar10, split_validation
+from ..data.cifar10 import Cifar10
+from ..device import amp_dtype, autocast, pick_device, synchronize
+from ..models import build_model
+from ..models.alexnet import model_state, resolve_config
+from ..plumbing.checks import TrainingError, is_real, one_of
 from . import distributed as dist
 from .checkpoint import load_checkpoint, model_config, rng_state, save_checkpoint, set_rng_state
-from .checks import TrainingError, one_of
-from .device import amp_dtype, autocast, pick_device, synchronize
-from .losses import compute_loss
-from .models import model_mode
+from .losses import LOSSES, compute_loss
 from .recipes import SCHEDULES, Recipe, get_recipe
 
-__all__ = ["History", "TrainingError", "evaluate", "fit", "lr_factor", "make_optimizer", "make_scheduler",
-           "param_groups", "predict", "seed_everything", "train"]
-
-Callback = Callable[["History", nn.Module], None]
+_Callback = Callable[["History", nn.Module], None]
 
 
 class History(list):
@@ -46,13 +48,6 @@ class History(list):
     def time_to(self, accuracy: float, key: str = "test_acc") -> float | None:
         """Training seconds until the first epoch whose `key` reaches `accuracy`, or None (benchmarks/time_to_accuracy.py)."""
         return next((row["train_seconds_total"] for row in self if row[key] >= accuracy), None)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and GPU) so runs repeat (notebook 03)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def param_groups(model: nn.Module, weight_decay: float, decay_norm_and_bias: bool = False) -> list[dict]:
@@ -74,6 +69,26 @@ def make_optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
     # temporaries, which for the upstream 39M-parameter model decide whether notebook 03 fits Binder's 2 GB.
     fused = next(model.parameters()).device.type in ("cpu", "cuda")
     return cls(groups, lr=recipe.lr, betas=tuple(recipe.betas), fused=fused)
+
+
+def weight_decay_share(model: torch.nn.Module, kind: str, images: torch.Tensor, labels: torch.Tensor,
+                       weight_decay: float = 5e-4, label_smoothing: float = 0.1) -> dict:
+    """How much of the gradient an optimiser sees is coupled L2 (weight_decay * w) rather than the loss's (notebook 05).
+
+    Over the parameters a recipe decays (weights, not norms or biases: `helpers.train.param_groups`), for one batch:
+    the norms of the loss gradient and of the L2 term, L2's share of their sum, and the fraction of weights whose
+    L2 term is larger than their loss gradient (Adam normalises each weight's sum, so there L2 sets the step).
+    """
+    one_of("loss", kind, LOSSES)
+    if not is_real(weight_decay) or weight_decay < 0:
+        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    weights = param_groups(model, weight_decay)[0]["params"]
+    grads = torch.autograd.grad(compute_loss(kind, model(images), labels, label_smoothing), weights)
+    data = torch.cat([g.flatten() for g in grads])
+    l2 = weight_decay * torch.cat([w.detach().flatten() for w in weights])
+    return {"loss": kind, "loss_grad_norm": data.norm().item(), "l2_norm": l2.norm().item(),
+            "l2_share": (l2.norm() / (data.norm() + l2.norm())).item(),
+            "weights_led_by_l2": (l2.abs() > data.abs()).double().mean().item()}
 
 
 def lr_factor(schedule: str, step: int, total: int, warmup: float = 0.25) -> float:
@@ -102,7 +117,7 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps
 @torch.no_grad()
 def _eval_outputs(model: nn.Module, loader: Iterable, device: torch.device, dtype: torch.dtype | None, tta: bool):
     """Yield (logits, logits of the mirrored images or None, labels) per batch in eval mode."""
-    with model_mode(model, training=False):
+    with model_state(model, training=False):
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with autocast(device, dtype):
@@ -141,6 +156,31 @@ def evaluate(model: nn.Module, loader: Iterable, recipe: Recipe, device: torch.d
     if recipe.tta:
         out[f"{split}_acc_tta"] = 100.0 * correct_tta / n
     return out
+
+
+class _Loaders(NamedTuple):
+    """A recipe's loaders: train, validation (None without a validation split) and test (notebook 03's recipe_loaders)."""
+
+    train: DeviceLoader
+    val: DeviceLoader | None
+    test: DeviceLoader
+
+
+def recipe_loaders(recipe, data: Cifar10, *, device: torch.device | str = "cpu", seed: int = 0) -> _Loaders:
+    """The train, validation and test loaders a recipe trains with: its split, batch, augmentation, limits, size (notebook 03)."""
+    per_process = dist.split_batch(recipe.batch_size)
+    size = resolve_config(recipe.model, **recipe.model_overrides).input_size
+    # Evaluation holds one batch's activations: about 1000 images' worth of 32x32 pixels (as many at
+    # 227x227 would take gigabytes), but no fewer than a training batch.
+    eval_batch = min(1000, max(per_process, 1000 * 32 * 32 // size**2))
+    common = {"device": device, "size": size, "channels_last": recipe.channels_last, "rank": dist.rank(),
+              "world_size": dist.world_size()}
+    train_images, train_labels, val_images, val_labels = split_validation(data, recipe.validation, recipe.train_limit,
+                                                                          recipe.eval_limit)
+    train = DeviceLoader(train_images, train_labels, per_process, shuffle=True, augment=recipe.augment, seed=seed, **common)
+    val = DeviceLoader(val_images, val_labels, eval_batch, shuffle=False, **common) if len(val_images) else None
+    test = DeviceLoader(data.test_images, data.test_labels, eval_batch, shuffle=False, limit=recipe.eval_limit, **common)
+    return _Loaders(train, val, test)
 
 
 @dataclass
@@ -219,10 +259,8 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
     return loss.detach(), logits.detach()
 
 
-def train_one_epoch(run: _Run, loader: Iterable, epoch: int, progress: bool = True) -> dict:
+def _train_one_epoch(run: _Run, loader: Iterable, epoch: int, progress: bool = True) -> dict:
     """One pass over the training loader: train loss, accuracy, seconds and images/s (notebook 03's engine)."""
-    from tqdm.auto import tqdm
-
     steps = len(loader)
     # A CPU checks the loss at every step (cheap there); a GPU every 25, since each check waits for the GPU.
     check_every = 1 if run.device.type == "cpu" and dist.world_size() == 1 else 25
@@ -258,7 +296,7 @@ def train_one_epoch(run: _Run, loader: Iterable, epoch: int, progress: bool = Tr
 
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, recipe: Recipe, *, test_loader: Iterable | None = None,
         monitor: str = "val", seed: int | None = None, device: torch.device | str | None = None,
-        checkpoint: str | os.PathLike | None = None, resume: bool = False, callbacks: Sequence[Callback] = (),
+        checkpoint: str | os.PathLike | None = None, resume: bool = False, callbacks: Sequence[_Callback] = (),
         progress: bool = True, stop_after: int | None = None) -> History:
     """Train `model` for `recipe.epochs` epochs, evaluating and checkpointing after each (notebook 03).
 
@@ -275,7 +313,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, recipe: 
     for epoch in range(first, recipe.epochs):
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)  # data order and augmentation depend only on (seed, epoch)
-        trained = train_one_epoch(run, train_loader, epoch, progress)
+        trained = _train_one_epoch(run, train_loader, epoch, progress)
         history.append({"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"], "train_loss": trained["train_loss"],
                         "train_acc": trained["train_acc"], **evaluate(model, val_loader, recipe, device, monitor),
                         "train_seconds": trained["train_seconds"],
@@ -289,7 +327,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, recipe: 
     return history
 
 
-def _end_of_epoch(run: _Run, history: History, checkpoint: str | os.PathLike | None, callbacks: Sequence[Callback]) -> None:
+def _end_of_epoch(run: _Run, history: History, checkpoint: str | os.PathLike | None, callbacks: Sequence[_Callback]) -> None:
     """Checkpoint (main process only), then let every process catch up, then the callbacks."""
     if checkpoint is not None:
         state = run.state(history)  # every process takes part: it gathers their random states
@@ -307,10 +345,6 @@ def train(recipe: Recipe | str = "cpu", *, data=None, seed: int = 0, device: tor
 
     Under torchrun `recipe.batch_size` and `recipe.lr` stay global: each of N processes takes batch_size / N of a step.
     """
-    from .data import load_cifar10
-    from .loader import recipe_loaders
-    from .models import build_model
-
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     device = pick_device() if device is None else torch.device(device)
     data = load_cifar10() if data is None else data
@@ -324,8 +358,3 @@ def train(recipe: Recipe | str = "cpu", *, data=None, seed: int = 0, device: tor
     return model, fit(model, loaders.train, loaders.val, recipe, test_loader=loaders.test, seed=seed, device=device,
                       **fit_options)
 
-
-if __name__ == "__main__":
-    from .cli import main
-
-    raise SystemExit(main())

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .checks import lookup, unknown_names
-from .mode import REDUCED, is_full
-from .recipes import Recipe, get_recipe
+from ..course import REDUCED, is_full
+from ..plumbing.checks import lookup, unknown_names
+from ..training.recipes import Recipe, get_recipe
 
-BASELINE_RECIPE = "cpu"
+_BASELINE_RECIPE = "cpu"
 # The sweep's fixed per-run budget: the cpu recipe with its schedule compressed to this many epochs. 17 CPU variants x
 # 3 seeds are 51 runs; at 5 epochs they took 2.7 hours of training on a 2-core Intel Xeon with AVX512-BF16 (the
 # fastest run of each variant x 3; LRN, slow in PyTorch on a CPU, about a third), inside the 4 hours allowed;
@@ -92,7 +90,7 @@ VARIANTS: list[Variant] = [
 
 
 def variant_by_name(name: str) -> Variant:
-    """The Variant called `name` (helpers.sweep_report, tests)."""
+    """The Variant called `name` (helpers.ablation.report, tests)."""
     return lookup("variant", name, {v.name: v for v in VARIANTS})
 
 
@@ -108,9 +106,9 @@ def select_variants(groups: Iterable[str] | None = None) -> list[Variant]:
     return [v for v in VARIANTS if v.name in wanted]
 
 
-def variant_recipe(variant: Variant, full: bool | None = None, base: Recipe | None = None) -> Recipe:
+def variant_recipe(variant: Variant, full: bool | None = None) -> Recipe:
     """The recipe a variant trains with: the baseline with the variant's change, shrunk to REDUCED if not full (notebook 05)."""
-    base = get_recipe(BASELINE_RECIPE, reduced=False, epochs=SWEEP_EPOCHS) if base is None else base
+    base = get_recipe(_BASELINE_RECIPE, reduced=False, epochs=SWEEP_EPOCHS)
     unknown_names("recipe field", variant.recipe_changes, Recipe.__dataclass_fields__)
     changes = dict(variant.recipe_changes)
     if "model" in changes:
@@ -119,15 +117,3 @@ def variant_recipe(variant: Variant, full: bool | None = None, base: Recipe | No
         overrides = {**base.model_overrides, **variant.model_overrides}
     recipe = base.replace(name=f"ablation:{variant.name}", model_overrides=overrides, **changes)
     return recipe if is_full(full) else recipe.replace(**REDUCED)
-
-
-def recipe_key(recipe: Recipe) -> str:
-    """A short hash of every recipe field: runs with the same key are the same experiment (helpers.sweep)."""
-    text = json.dumps(recipe.to_dict(), sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:12]
-
-
-if __name__ == "__main__":  # `python -m helpers.ablation`, the documented command, runs the sweep's command line
-    from .sweep import main
-
-    raise SystemExit(main())

@@ -1,42 +1,22 @@
-"""Plots the notebooks share: image grids, training curves (also live), learning-rate schedules."""
+"""Plots of training: curves per epoch (also live, as a fit callback) and learning-rate schedules (notebook 03)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
-import torch
 
+from .engine import lr_factor
 from .recipes import Recipe
 
 
-def show_images(images: torch.Tensor, labels: Sequence[int] | None = None, classes: Sequence[str] | None = None,
-                ncols: int = 8, title: str | None = None, size: float = 1.3):
-    """Show uint8 (N, 3, H, W) images in a grid with optional class names (notebook 01)."""
-    n = len(images)
-    nrows = -(-n // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * 1.15), squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if i < n:
-            ax.imshow(images[i].permute(1, 2, 0).cpu().numpy())
-            if labels is not None:
-                name = classes[int(labels[i])] if classes is not None else str(int(labels[i]))
-                ax.set_title(name, fontsize=8)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def plot_history(history: Sequence[dict], title: str | None = None, axes=None, loss_floor: float | None = None):
+def plot_history(history: Sequence[dict], title: str | None = None, loss_floor: float | None = None):
     """Loss and accuracy per epoch, train and validation (or test, where that is monitored), side by side (notebook 03).
 
     `loss_floor`, the lowest training loss the targets allow (label smoothing's entropy), adds the training loss
     minus that floor and the floor itself as a dotted line: what is left of the training loss that is still error.
     """
-    if axes is None:
-        _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    _, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     split = "val" if history and "val_acc" in history[0] else "test"
     name = {"val": "validation", "test": "test"}[split]
     epochs = [row["epoch"] for row in history]
@@ -79,8 +59,6 @@ class LivePlot:
 
 def plot_lr_schedule(recipe: Recipe, steps_per_epoch: int, ax=None):
     """The learning rate a recipe uses at every step (notebook 03)."""
-    from .train import lr_factor
-
     total = recipe.epochs * steps_per_epoch
     steps = range(total)
     if ax is None:

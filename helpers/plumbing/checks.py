@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numbers
-import warnings
 from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
@@ -51,12 +50,3 @@ def unknown_names(kind: str, names: Iterable[str], known: Iterable[str]) -> None
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ValueError(f"unknown {kind} {', '.join(map(repr, unknown))}; choose from {', '.join(known)}")
-
-
-def renamed(kind: str, name, old_names: Mapping[str, str]):
-    """The current name for an old one, with a DeprecationWarning; any other name unchanged (README)."""
-    if isinstance(name, str) and name in old_names:
-        warnings.warn(f"the {kind} {name!r} is now called {old_names[name]!r} ('seed' means a random seed only)",
-                      DeprecationWarning, stacklevel=3)
-        return old_names[name]
-    return name

@@ -8,16 +8,17 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from .ablation import GROUPS, VARIANTS, variant_by_name
-from .checks import unknown_names
+from ..plumbing.checks import unknown_names
+from .spec import GROUPS, VARIANTS, variant_by_name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-SUMMARY_COLUMNS = ["group", "variant", "label", "runs", "collapsed", "diverged", "val_acc_mean", "val_acc_std",
+_SUMMARY_COLUMNS = ["group", "variant", "label", "runs", "collapsed", "diverged", "val_acc_mean", "val_acc_std",
                    "test_acc_mean", "test_acc_std", "paired_seeds", "delta", "delta_low", "delta_high", "verdict",
                    "train_seconds_mean", "flops_per_image", "params"]
 # Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (any statistics table); 1.96 beyond.
+_METRIC = "val_acc"  # the split every verdict is made on
 _T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
@@ -29,7 +30,7 @@ def _check_one_mode(records: Sequence[dict]) -> None:
                          "e.g. [r for r in records if not r['reduced']]")
 
 
-def group_runs(records: Sequence[dict], groups: Iterable[str] | None = None) -> list[dict]:
+def _group_runs(records: Sequence[dict], groups: Iterable[str] | None = None) -> list[dict]:
     """One row per run and group it belongs to; a reference run appears in each group it anchors (summarize_sweep, plot_sweep)."""
     _check_one_mode(records)
     names = list(GROUPS) if groups is None else list(groups)
@@ -47,38 +48,38 @@ def group_runs(records: Sequence[dict], groups: Iterable[str] | None = None) -> 
     return rows
 
 
-def summarize_sweep(records: Sequence[dict], groups: Iterable[str] | None = None, metric: str = "val_acc") -> pd.DataFrame:
+def summarize_sweep(records: Sequence[dict], groups: Iterable[str] | None = None) -> pd.DataFrame:
     """Per group and variant: runs, collapsed and diverged counts, mean ± std, paired Δ vs the reference (notebook 05).
 
-    Verdicts are made on `metric`; collapsed and diverged runs are counted, never averaged in.
+    Verdicts are made on validation accuracy, never on test; collapsed and diverged runs are counted, never averaged in.
     """
-    rows = group_runs(records, groups)
+    rows = _group_runs(records, groups)
     frame = pd.DataFrame(rows)
     if rows:
         frame = frame[frame.groupby("group")["is_reference"].transform(lambda s: (~s).any())]
     if frame.empty:  # no records, or e.g. a shard that holds only reference runs so far
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+        return pd.DataFrame(columns=_SUMMARY_COLUMNS)
     table = []
     for (group, order, variant), runs in frame.groupby(["group", "order", "variant"], sort=False):
         reference = frame[(frame["group"] == group) & (frame["order"] == 0)]
-        row = {"group": group, "order": order, "variant": variant, **_variant_row(runs, metric)}
-        table.append(row | paired_difference(runs, reference, metric, is_reference=order == 0))
+        row = {"group": group, "order": order, "variant": variant, **_variant_row(runs)}
+        table.append(row | _paired_difference(runs, reference, is_reference=order == 0))
     position = {g: i for i, g in enumerate(GROUPS)}
     table = pd.DataFrame(table).sort_values(["group", "order"], key=lambda s: s.map(position) if s.name == "group" else s)
-    return table.reset_index(drop=True)[SUMMARY_COLUMNS]
+    return table.reset_index(drop=True)[_SUMMARY_COLUMNS]
 
 
 def _ok(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[runs["status"] == "ok"]
 
 
-def _variant_row(runs: pd.DataFrame, metric: str) -> dict:
+def _variant_row(runs: pd.DataFrame) -> dict:
     """The summary of one variant's runs in one group: counts, means and spreads over seeds, its cost."""
     ok = _ok(runs)
-    acc = pd.to_numeric(ok.get(metric), errors="coerce") if metric in ok else pd.Series(dtype=float)
+    acc = pd.to_numeric(ok.get(_METRIC), errors="coerce") if _METRIC in ok else pd.Series(dtype=float)
     test = pd.to_numeric(ok["test_acc"], errors="coerce")
     return {"label": runs["label"].iloc[0], "runs": len(runs), "collapsed": int((runs["status"] == "collapsed").sum()),
-            "diverged": int((runs["status"] == "diverged").sum()), f"{metric}_mean": acc.mean(), f"{metric}_std": _spread(acc),
+            "diverged": int((runs["status"] == "diverged").sum()), f"{_METRIC}_mean": acc.mean(), f"{_METRIC}_std": _spread(acc),
             "test_acc_mean": test.mean(), "test_acc_std": _spread(test),
             "train_seconds_mean": pd.to_numeric(ok["train_seconds"], errors="coerce").mean(),
             "flops_per_image": runs["flops_per_image"].iloc[0], "params": runs["params"].iloc[0]}
@@ -96,12 +97,12 @@ def t95(degrees_of_freedom: int) -> float:
     return _T95[degrees_of_freedom - 1] if degrees_of_freedom <= len(_T95) else 1.96
 
 
-def paired_difference(runs: pd.DataFrame, reference: pd.DataFrame, metric: str = "val_acc", is_reference: bool = False) -> dict:
+def _paired_difference(runs: pd.DataFrame, reference: pd.DataFrame, is_reference: bool = False) -> dict:
     """Mean variant - reference over the seeds both ran, its 95% t-interval, a verdict (notebook 05's summarize_sweep)."""
     if is_reference:
         return {"paired_seeds": len(_ok(runs)), "delta": 0.0, "delta_low": 0.0, "delta_high": 0.0, "verdict": "reference"}
-    mine = _ok(runs).set_index("seed")[metric].astype(float)
-    theirs = _ok(reference).set_index("seed")[metric].astype(float)
+    mine = _ok(runs).set_index("seed")[_METRIC].astype(float)
+    theirs = _ok(reference).set_index("seed")[_METRIC].astype(float)
     seeds = mine.index.intersection(theirs.index)
     diff = (mine[seeds] - theirs[seeds]).to_numpy()
     n = len(diff)
@@ -119,29 +120,29 @@ def paired_difference(runs: pd.DataFrame, reference: pd.DataFrame, metric: str =
     return {"paired_seeds": n, "delta": mean, "delta_low": low, "delta_high": high, "verdict": verdict}
 
 
-def plot_sweep(records: Sequence[dict], groups: Iterable[str] | None = None, ncols: int = 3, metric: str = "val_acc") -> Figure:
+def plot_sweep(records: Sequence[dict], groups: Iterable[str] | None = None) -> Figure:
     """Bar chart per group: mean accuracy per variant, ±1 std error bars over seeds, a dotted chance line (notebook 05)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    frame = pd.DataFrame(group_runs(records, groups))
+    frame = pd.DataFrame(_group_runs(records, groups))
     if frame.empty:
         raise ValueError("no records to plot for these groups")
     frame = frame[frame["status"] == "ok"]
     shown = [g for g in GROUPS if g in set(frame["group"]) and (~frame[frame["group"] == g]["is_reference"]).any()]
     if not shown:
         raise ValueError("no group has both its reference and a variant recorded")
-    ncols = min(ncols, len(shown))
+    ncols = min(3, len(shown))
     nrows = -(-len(shown) // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
     for ax, g in zip(axes.flat, shown):
         part = frame[frame["group"] == g].sort_values("order")
-        part = part.assign(**{metric: pd.to_numeric(part[metric])})
-        sns.barplot(data=part, x="label", y=metric, hue="is_reference", errorbar="sd", capsize=0.15, ax=ax,
+        part = part.assign(**{_METRIC: pd.to_numeric(part[_METRIC])})
+        sns.barplot(data=part, x="label", y=_METRIC, hue="is_reference", errorbar="sd", capsize=0.15, ax=ax,
                     palette={True: "#9e9e9e", False: "#4c72b0"}, legend=False)
-        sns.stripplot(data=part, x="label", y=metric, color="black", size=3, ax=ax)
+        sns.stripplot(data=part, x="label", y=_METRIC, color="black", size=3, ax=ax)
         ax.axhline(10.0, color="gray", ls=":", lw=1)  # chance: one class in ten
-        ax.set(title=GROUPS[g].title, xlabel="", ylabel=f"{metric.split('_')[0]} accuracy (%)")
+        ax.set(title=GROUPS[g].title, xlabel="", ylabel="validation accuracy (%)")
         ax.tick_params(axis="x", labelrotation=20)
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(shown):]:
@@ -150,10 +151,10 @@ def plot_sweep(records: Sequence[dict], groups: Iterable[str] | None = None, nco
     return fig
 
 
-VERDICT_COLOURS = {"better": "tab:green", "worse": "tab:red", "within noise": "tab:gray"}
+_VERDICT_COLOURS = {"better": "tab:green", "worse": "tab:red", "within noise": "tab:gray"}
 
 
-def plot_differences(table: pd.DataFrame, metric_label: str = "validation accuracy") -> Figure:
+def plot_differences(table: pd.DataFrame) -> Figure:
     """Each variant's paired difference to its reference with its 95% interval, coloured by verdict (notebook 05)."""
     import matplotlib.pyplot as plt
 
@@ -163,7 +164,7 @@ def plot_differences(table: pd.DataFrame, metric_label: str = "validation accura
     fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(rows) + 1.2))
     rows = rows.assign(y=range(len(rows)))
     for verdict, part in rows.groupby("verdict"):
-        colour = VERDICT_COLOURS.get(verdict, "black")
+        colour = _VERDICT_COLOURS.get(verdict, "black")
         # An interval needs two paired seeds; with one seed only the point is drawn.
         low = (part["delta"] - part["delta_low"]).fillna(0).clip(lower=0)
         high = (part["delta_high"] - part["delta"]).fillna(0).clip(lower=0)
@@ -171,9 +172,9 @@ def plot_differences(table: pd.DataFrame, metric_label: str = "validation accura
     ax.axvline(0, color="black", lw=1)
     labels = [f"{GROUPS[g].title}: {label}" for g, label in zip(rows["group"], rows["label"])]
     ax.set_yticks(list(rows["y"]), labels)
-    ax.set_xlabel(f"difference to the reference, {metric_label} (percentage points)")
+    ax.set_xlabel("difference to the reference, validation accuracy (percentage points)")
     ax.grid(axis="x", alpha=0.3)
-    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=v) for v, c in VERDICT_COLOURS.items()]
+    handles = [plt.Line2D([], [], color=c, marker="o", ls="", label=v) for v, c in _VERDICT_COLOURS.items()]
     ax.legend(handles=handles, loc="lower left", fontsize=8)
     fig.tight_layout()
     return fig

@@ -1,16 +1,15 @@
-"""Batches for training: augmentation as tensor ops, a loader that keeps a whole split on the device, and the
-classic torchvision Dataset/DataLoader path for comparison."""
+"""Batches: augmentation as tensor ops, a loader that keeps a whole split on the device (GPU or CPU), and the classic
+torchvision Dataset/DataLoader path for comparison."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from .checks import at_least
-from .data import CIFAR10_MEAN, CIFAR10_STD, Cifar10
+from ..plumbing.checks import at_least
+from .cifar10 import CIFAR10_MEAN, CIFAR10_STD
 
 
 def crop_at(images: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, padding: int = 4) -> torch.Tensor:
@@ -79,13 +78,14 @@ def _affine(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return _AFFINE[device]
 
 
-class GpuLoader:
+class DeviceLoader:
     """Batches from a split held whole on the device, shuffled and augmented per epoch with tensor ops (notebook 01).
 
+    `shuffle` makes it a training loader: a new order (and by default augmentation and whole batches only) each epoch.
     Epoch k depends only on (seed, k), so a resumed run sees the same batches; with world_size > 1 batch_size is per process.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256, *, train: bool = True,
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256, *, shuffle: bool = True,
                  augment: bool | None = None, device: torch.device | str = "cpu", seed: int = 0, limit: int | None = None,
                  size: int | None = None, channels_last: bool = False, drop_last: bool | None = None, rank: int = 0,
                  world_size: int = 1) -> None:
@@ -103,11 +103,11 @@ class GpuLoader:
         self.device = torch.device(device)
         self.images = images.to(self.device)  # uint8: a quarter of float32's memory
         self.labels = labels.to(self.device)
-        self.batch_size, self.train, self.seed, self.size, self.channels_last = batch_size, train, seed, size, channels_last
-        self.augment = train if augment is None else augment
-        self.drop_last = train if drop_last is None else drop_last
+        self.batch_size, self.shuffle, self.seed, self.size, self.channels_last = batch_size, shuffle, seed, size, channels_last
+        self.augment = shuffle if augment is None else augment
+        self.drop_last = shuffle if drop_last is None else drop_last
         self.rank, self.world_size, self.epoch = rank, world_size, 0
-        if self.train and world_size > 1 and len(self.images) < batch_size * world_size:
+        if self.shuffle and world_size > 1 and len(self.images) < batch_size * world_size:
             raise ValueError(f"{len(self.images)} training images are fewer than one global batch "
                              f"({world_size} processes x {batch_size})")
 
@@ -119,7 +119,7 @@ class GpuLoader:
         n = len(self.images)
         if self.world_size == 1:
             return n
-        if self.train:  # whole global batches only, split evenly
+        if self.shuffle:  # whole global batches only, split evenly
             return n // (self.batch_size * self.world_size) * self.batch_size
         return len(range(self.rank, n, self.world_size))
 
@@ -129,9 +129,9 @@ class GpuLoader:
         return len(self) * self.batch_size if self.drop_last else self._rank_count()
 
     def epoch_data(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This process's images and labels of an epoch in order, as uint8, augmented if training (notebook 01)."""
+        """This process's images and labels of an epoch in order, as uint8, shuffled and augmented if asked (notebook 01)."""
         images, labels = self.images, self.labels
-        if not self.train:
+        if not self.shuffle:
             if self.world_size > 1:
                 images, labels = images[self.rank::self.world_size], labels[self.rank::self.world_size]
             return images, labels
@@ -169,7 +169,7 @@ class GpuLoader:
             yield normalize(images[sl], self.size, self.channels_last), labels[sl]
 
 
-class CifarDataset(torch.utils.data.Dataset):
+class _CifarDataset(torch.utils.data.Dataset):
     """A torchvision-style Dataset over uint8 arrays: PIL image -> transform, as in the seed repository (classic_loader)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform=None) -> None:
@@ -189,7 +189,7 @@ class CifarDataset(torch.utils.data.Dataset):
         return image, self.labels[i]
 
 
-def classic_transform(size: int | None = None, augment: bool = False):
+def _classic_transform(size: int | None = None, augment: bool = False):
     """The usual torchvision pipeline: [Resize(size)], [RandomCrop+Flip], ToTensor, Normalize (notebook 01's classic_loader)."""
     from torchvision import transforms as T
 
@@ -203,40 +203,13 @@ def classic_transform(size: int | None = None, augment: bool = False):
 
 
 def classic_loader(images: torch.Tensor, labels: torch.Tensor, batch_size: int = 128, *, size: int | None = None,
-                   augment: bool = False, shuffle: bool = True, num_workers: int = 0, limit: int | None = None,
-                   seed: int = 0) -> torch.utils.data.DataLoader:
-    """A Dataset + DataLoader over PIL images, e.g. the seed's Resize(227) pipeline, for comparison (notebook 01)."""
+                   augment: bool = False, shuffle: bool = True, num_workers: int = 0,
+                   limit: int | None = None) -> torch.utils.data.DataLoader:
+    """A Dataset + DataLoader over PIL images, e.g. the upstream repository's Resize(227) pipeline (notebook 01)."""
     if limit is not None:
         images, labels = images[:limit], labels[:limit]
-    dataset = CifarDataset(images, labels, classic_transform(size, augment))
+    dataset = _CifarDataset(images, labels, _classic_transform(size, augment))
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
-                                       generator=torch.Generator().manual_seed(seed), persistent_workers=num_workers > 0)
+                                       generator=torch.Generator().manual_seed(0), persistent_workers=num_workers > 0)
 
 
-class Loaders(NamedTuple):
-    """A recipe's loaders: train, validation (None without a validation split) and test (notebook 03's recipe_loaders)."""
-
-    train: GpuLoader
-    val: GpuLoader | None
-    test: GpuLoader
-
-
-def recipe_loaders(recipe, data: Cifar10, *, device: torch.device | str = "cpu", seed: int = 0) -> Loaders:
-    """The train, validation and test loaders a recipe trains with: its split, batch, augmentation, limits, size (notebook 03)."""
-    from . import distributed as dist
-    from .data import split_validation
-    from .models import resolve_config
-
-    per_process = dist.split_batch(recipe.batch_size)
-    size = resolve_config(recipe.model, **recipe.model_overrides).input_size
-    # Evaluation holds one batch's activations: about 1000 images' worth of 32x32 pixels (as many at
-    # 227x227 would take gigabytes), but no fewer than a training batch.
-    eval_batch = min(1000, max(per_process, 1000 * 32 * 32 // size**2))
-    common = {"device": device, "size": size, "channels_last": recipe.channels_last, "rank": dist.rank(),
-              "world_size": dist.world_size()}
-    train_images, train_labels, val_images, val_labels = split_validation(data, recipe.validation, recipe.train_limit,
-                                                                          recipe.test_limit)
-    train = GpuLoader(train_images, train_labels, per_process, train=True, augment=recipe.augment, seed=seed, **common)
-    val = GpuLoader(val_images, val_labels, eval_batch, train=False, **common) if len(val_images) else None
-    test = GpuLoader(data.test_images, data.test_labels, eval_batch, train=False, limit=recipe.test_limit, **common)
-    return Loaders(train, val, test)

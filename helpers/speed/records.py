@@ -1,4 +1,4 @@
-"""Runs and recorded results: a run's settings in one line, comparing two runs, the recorded time-to-accuracy files."""
+"""Recorded results in results/: the time-to-accuracy benchmark's runs, the recipe search's log, their tables and charts."""
 
 from __future__ import annotations
 
@@ -9,50 +9,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
-import torch
+
+from ..training.recipes import UPSTREAM_ACCURACY
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .recipes import Recipe
 
-TIMING_KEYS = ("train_seconds", "train_seconds_total", "images_per_s")
-
-
-def describe_run(recipe: Recipe, device: torch.device | str | None = None, history: Sequence[dict] | None = None) -> str:
-    """One line of settings for a printed result: device, recipe, epochs, train/validation/test images (notebooks 03, 04)."""
-    from .data import split_sizes
-
-    sizes = split_sizes(recipe.validation, recipe.train_limit, recipe.test_limit)
-    epochs = len(history) if history else recipe.epochs
-    where = f"device={torch.device(device).type}, " if device is not None else ""
-    images = f"train images={sizes['train_images']}, " + (f"validation images={sizes['val_images']}, "
-                                                          if recipe.validation else "")
-    return (f"{where}recipe={recipe.name} (model {recipe.model}), epochs={epochs}/{recipe.epochs}, "
-            f"{images}test images={sizes['test_images']}")
-
-
-def state_dict_differences(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Tensors that differ between two state_dicts: name -> max |a - b| (inf if shapes differ); {} if equal (notebook 03)."""
-    if set(a) != set(b):
-        raise ValueError(f"the state_dicts hold different tensors: only in first {sorted(set(a) - set(b))}, "
-                         f"only in second {sorted(set(b) - set(a))}")
-    out = {}
-    for name in a:
-        x, y = a[name], b[name]
-        if x.shape != y.shape:
-            out[name] = float("inf")
-        elif not torch.equal(x, y):
-            out[name] = (x.double() - y.double()).abs().max().item()
-    return out
-
-
-def without_timing(history: Sequence[dict]) -> list[dict]:
-    """History rows without the wall-clock fields, for comparing two runs (notebook 03)."""
-    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
-
-
-def load_result_records(folder: str | os.PathLike, pattern: str = "time_to_accuracy_*.json") -> dict[str, list[dict]]:
+def benchmark_runs(folder: str | os.PathLike, pattern: str = "time_to_accuracy_*.json") -> dict[str, list[dict]]:
     """Recorded time-to-accuracy runs from folder/pattern: file name -> records with recipe and history (notebooks 03, 06).
 
     Only the benchmark's files by default: their histories score the test set every epoch (other records
@@ -97,14 +61,14 @@ def time_to_accuracy_table(records: Sequence[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def machine_of(record: dict) -> str:
+def _machine_of(record: dict) -> str:
     """The processor or GPU named in a record's device line, e.g. "Intel Xeon" (plot_time_to_accuracy)."""
     parts = str(record.get("device", "")).split(" | ")  # "device=cpu | Intel(R) Xeon(R) Processor | torch ... | ..."
     return parts[1].replace("(R)", "").replace(" Processor", "").strip() if len(parts) > 1 else "this machine"
 
 
-def plot_time_to_accuracy(records: Sequence[dict], targets: Sequence[float] = (81.37,),
-                          ax: plt.Axes | None = None, metric: str = "test_acc", title: str = "time to accuracy",
+def plot_time_to_accuracy(records: Sequence[dict], targets: Sequence[float] = (UPSTREAM_ACCURACY,),
+                          metric: str = "test_acc", title: str = "time to accuracy",
                           colours: dict | None = None) -> plt.Figure:
     """Accuracy (test, or `metric`) against cumulative training seconds, one line per run, with targets (notebooks 03, 06).
 
@@ -114,8 +78,7 @@ def plot_time_to_accuracy(records: Sequence[dict], targets: Sequence[float] = (8
     records = [r for r in records if r.get("history")]
     if not records:
         raise ValueError("no run with a history to plot")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(8, 4.5))
+    _, ax = plt.subplots(figsize=(8, 4.5))
     palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     seen = set()
     for r in records:
@@ -123,7 +86,7 @@ def plot_time_to_accuracy(records: Sequence[dict], targets: Sequence[float] = (8
         if colours is None:
             colour, label = None, f"{recipe}, seed {r['seed']}" if r.get("seed") is not None else str(recipe)
         else:
-            key = f"{recipe} on {machine_of(r)}"
+            key = f"{recipe} on {_machine_of(r)}"
             colour = colours.setdefault(key, palette[len(colours) % len(palette)])
             label = None if key in seen else key  # one legend entry per colour
             seen.add(key)
@@ -147,38 +110,11 @@ def plot_time_to_accuracy(records: Sequence[dict], targets: Sequence[float] = (8
     return ax.figure
 
 
-NOTEBOOK_COSTS = "notebook_costs_cpu.json"
-
-
-def notebook_costs(path: str | os.PathLike | None = None) -> dict[str, dict[str, dict]]:
-    """Measured cost of each notebook's "Run all": {"03": {"full": {seconds, peak_mb, ...}, "reduced": {...}}} (README)."""
-    from .paths import results_dir
-
-    path = Path(path) if path is not None else results_dir() / NOTEBOOK_COSTS
-    if not path.is_file():
-        return {}
-    return json.loads(path.read_text()).get("notebooks", {})
-
-
-def record_notebook_cost(path: str | os.PathLike, notebook: str, mode: str, entry: dict) -> None:
-    """Store one notebook's measured "Run all" (seconds, memory, machine) under its number and mode, atomically (tools)."""
-    from .checks import one_of
-    from .files import atomic_write_json
-
-    one_of("mode", mode, ("full", "reduced"))
-    path = Path(path)
-    data = json.loads(path.read_text()) if path.is_file() else {}
-    data.setdefault("what", 'seconds and kernel memory of a "Run all" of each notebook in a fresh kernel '
-                            "(tools/notebook_memory.py --record), per mode")
-    data.setdefault("notebooks", {}).setdefault(notebook[:2], {})[mode] = entry
-    atomic_write_json(path, data)
-
-
-def recipe_search_table(records: Sequence[dict], base: str = "base") -> pd.DataFrame:
+def recipe_search_table(records: Sequence[dict]) -> pd.DataFrame:
     """The recipe search's log: each idea's change, validation accuracy and difference to the base of its seed (notebook 06)."""
     import pandas as pd
 
-    reference = {r["seed"]: r["val_acc"] for r in records if r["idea"] == base}
+    reference = {r["seed"]: r["val_acc"] for r in records if r["idea"] == "base"}
     rows = []
     for r in records:
         epochs = len(r.get("history") or []) or r["recipe"]["epochs"]
@@ -189,7 +125,8 @@ def recipe_search_table(records: Sequence[dict], base: str = "base") -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def side_by_side_ratios(records: Sequence[dict], names: Sequence[str], targets: Sequence[str] = ("81.37", "85")) -> pd.DataFrame:
+def side_by_side_ratios(records: Sequence[dict], names: Sequence[str],
+                        targets: Sequence[str] = (f"{UPSTREAM_ACCURACY:g}", "85")) -> pd.DataFrame:
     """Each recipe's seconds to each target and to its last epoch over the first recipe's, per seed, one machine (notebook 06)."""
     import statistics
 

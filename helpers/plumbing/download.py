@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 from urllib.request import Request, urlopen
 
-MIRRORS_ENV = "CIFAR10_MIRRORS"
-CHUNK = 1 << 16
-MAX_DELAY = 60.0
+_MIRRORS_ENV = "CIFAR10_MIRRORS"
+_CHUNK = 1 << 16
+_MAX_DELAY = 60.0
 # 408/425/429 mean "not now" rather than "never": worth the same retries as a 5xx.
-RETRY_STATUS = frozenset({408, 425, 429})
-USER_AGENT = "alexnet-cifar10-downloader/1.0 (+urllib)"
+_RETRY_STATUS = frozenset({408, 425, 429})
+_USER_AGENT = "alexnet-cifar10-downloader/1.0 (+urllib)"
 
-Opener = Callable[..., Any]
+_Opener = Callable[..., Any]
 
 
 class DownloadError(RuntimeError):
@@ -40,7 +40,7 @@ class DownloadError(RuntimeError):
         part = dest.with_name(dest.name + ".part")
         kept = f" ({part.stat().st_size} bytes are kept in {part.name} and will be resumed)" if part.is_file() else ""
         lines.append(f"Check the internet connection (a proxy is read from HTTPS_PROXY / HTTP_PROXY) and try again{kept}, "
-                     f"or list other mirrors of the same file in ${MIRRORS_ENV} (space-separated URLs, tried first).")
+                     f"or list other mirrors of the same file in ${_MIRRORS_ENV} (space-separated URLs, tried first).")
         super().__init__("\n".join(lines))
 
 
@@ -52,16 +52,16 @@ class _Skip(Exception):
     """A failure that retrying the same URL cannot fix (404, 403, TLS certificate): go to the next mirror."""
 
 
-def mirror_urls(defaults: Iterable[str], env: str = MIRRORS_ENV) -> list[str]:
+def mirror_urls(defaults: Iterable[str]) -> list[str]:
     """URLs to try, in order: $CIFAR10_MIRRORS (space-separated), then `defaults`, no repeats (notebook 01's load_cifar10)."""
     # Mirrors from the environment go first: whoever sets it points at a nearer copy (a lab cache) or the only one
     # reachable, and the md5 check makes any mirror as safe as the official URL.
     seen: dict[str, None] = {}
-    for url in os.environ.get(env, "").split():
+    for url in os.environ.get(_MIRRORS_ENV, "").split():
         if re.match(r"https?://[^/\s]+", url):
             seen.setdefault(url, None)
         else:  # a bad mirror must not keep the official URL from being tried
-            warnings.warn(f"{env}: skipping {url!r}, which is not an http(s) URL", stacklevel=2)
+            warnings.warn(f"{_MIRRORS_ENV}: skipping {url!r}, which is not an http(s) URL", stacklevel=2)
     for url in defaults:
         seen.setdefault(url.strip(), None)
     return [url for url in seen if url]
@@ -76,17 +76,17 @@ def file_md5(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def backoff_delay(attempt: int, backoff: float, jitter: float = 0.1, rng: random.Random | None = None) -> float:
+def backoff_delay(attempt: int, backoff: float, jitter: float = 0.1) -> float:
     """Pause before retry `attempt` (1, 2, ...): backoff * 2**(attempt-1) s, at most 60, plus 0..jitter x that (download_file)."""
     if attempt < 1:
         raise ValueError(f"attempt counts retries from 1, got {attempt}")
-    base = min(backoff * 2 ** (attempt - 1), MAX_DELAY)
+    base = min(backoff * 2 ** (attempt - 1), _MAX_DELAY)
     # Jitter keeps many clients that failed together (a class on one network) from retrying in lockstep.
-    return base + (rng or random).uniform(0.0, jitter * base)
+    return base + random.uniform(0.0, jitter * base)
 
 
 def download_file(urls: str | Sequence[str], dest: str | os.PathLike, md5: str, *, retries: int = 4, backoff: float = 1.0,
-                  jitter: float = 0.1, timeout: float = 30.0, progress: bool = True, opener: Opener | None = None,
+                  jitter: float = 0.1, timeout: float = 30.0, progress: bool = True, opener: _Opener | None = None,
                   sleep: Callable[[float], None] | None = None) -> Path:
     """Download `dest` from the first URL whose file has this md5, retrying and resuming; returns it (notebook 01's load_cifar10).
 
@@ -145,10 +145,10 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)  # a module-level indirection so tests of callers that cannot pass `sleep` can patch it out
 
 
-def _fetch(url: str, part: Path, timeout: float, opener: Opener, progress: bool) -> None:
+def _fetch(url: str, part: Path, timeout: float, opener: _Opener, progress: bool) -> None:
     """One attempt: append the rest of `url` to `part`; raises _Retry or _Skip on failure."""
     offset = part.stat().st_size if part.exists() else 0
-    headers = {"User-Agent": USER_AGENT}
+    headers = {"User-Agent": _USER_AGENT}
     if offset:
         headers["Range"] = f"bytes={offset}-"
     try:
@@ -198,7 +198,7 @@ def _stream(response: Any, part: Path, mode: str, offset: int, total: int | None
         with open(part, mode) as f:
             while True:
                 try:
-                    chunk = response.read(CHUNK)
+                    chunk = response.read(_CHUNK)
                 except (OSError, http.client.HTTPException) as err:
                     # IncompleteRead/reset/timeout mid-body: what was written so far stays for the resume.
                     raise _Retry(f"connection broke after {offset + received} bytes: {type(err).__name__}: {err}") from err
@@ -221,7 +221,7 @@ def _raise_for_status(err: urllib.error.HTTPError, part: Path, offset: int) -> N
         part.unlink()
         raise _Retry(f"HTTP 416: the server cannot resume at byte {offset} (file size {total}); restarting") from err
     reason = f"HTTP {err.code} {err.reason}"
-    if err.code >= 500 or err.code in RETRY_STATUS:
+    if err.code >= 500 or err.code in _RETRY_STATUS:
         raise _Retry(reason) from err
     raise _Skip(reason) from err
 

@@ -1,15 +1,17 @@
-"""Named training recipes shared by the notebooks, the benchmarks and the command line."""
+"""Named training recipes shared by the notebooks, the benchmarks and the command line, and the upstream target."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 
-from .checks import is_int, is_real, lookup, one_of, renamed
+from ..course import REDUCED, is_reduced
+from ..models.alexnet import ModelConfig, resolve_config
+from ..plumbing.checks import is_int, is_real, lookup, one_of
 from .losses import LOSSES
-from .mode import REDUCED, is_reduced
-from .models import ModelConfig, resolve_config
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
@@ -44,7 +46,7 @@ class Recipe:
     tta: bool = True
     validation: float = 0.1
     train_limit: int | None = None
-    test_limit: int | None = None
+    eval_limit: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.betas, list):  # e.g. read back from JSON
@@ -92,7 +94,7 @@ def check_recipe(r: Recipe) -> None:
     betas = r.betas
     if not isinstance(betas, (tuple, list)) or len(betas) != 2 or not all(is_real(b) and 0 <= b < 1 for b in betas):
         raise ValueError(f"betas must be two numbers in [0, 1) (Adam has betas, not momentum), got {betas!r}")
-    for knob in ("train_limit", "test_limit"):
+    for knob in ("train_limit", "eval_limit"):
         value = getattr(r, knob)
         if value is not None and (not is_int(value) or value < 1):
             raise ValueError(f"{knob} must be a positive number of images or None, got {value!r}")
@@ -108,7 +110,7 @@ def check_recipe(r: Recipe) -> None:
     resolve_config(r.model, **r.model_overrides)  # an unknown preset or a bad model knob fails here, not in training
 
 
-# One line per field: the command line's --help (helpers.cli) reads it; a test checks every field has one.
+# One line per field: the command line's --help (helpers.commands) reads it; a test checks every field has one.
 FIELD_HELP = {
     "name": "the recipe's name, written into run folders and results",
     "model": "model preset from helpers.models.PRESETS",
@@ -134,10 +136,12 @@ FIELD_HELP = {
     "validation": "share of the training images held out, stratified, to monitor and choose on (0: none; the test "
                   "set is then monitored, as a time-to-accuracy benchmark does)",
     "train_limit": "use only the first N training images",
-    "test_limit": "use only the first N validation and N test images",
+    "eval_limit": "use only the first N validation and N test images",
 }
 
-UPSTREAM = "upstream"  # the repository this course grew from; never a random seed
+UPSTREAM = "upstream"  # the repository this course grew from
+# The test accuracy the upstream repository reports for its recipe (its README): the target every comparison uses.
+UPSTREAM_ACCURACY = 81.37
 
 RECIPES: dict[str, Recipe] = {
     UPSTREAM: Recipe(name=UPSTREAM, model="upstream_3conv", epochs=20, batch_size=128, optimizer="adam", lr=1e-4,
@@ -157,26 +161,38 @@ RECIPES: dict[str, Recipe] = {
                   weight_decay=5e-4, schedule="onecycle", warmup=0.2, label_smoothing=0.1, amp="auto"),
 }
 
-# Names this course used before "seed" came to mean a random seed only: they still work, with a warning.
-OLD_NAMES = {"seed": UPSTREAM}
-
-
 def get_recipe(name: str = "cpu", reduced: bool | None = None, **overrides) -> Recipe:
     """A named recipe ('upstream', 'cpu', 'gpu'), shrunk in reduced mode, with field overrides (notebook 03)."""
-    recipe = lookup("recipe", renamed("recipe", name, OLD_NAMES), RECIPES)
+    recipe = lookup("recipe", name, RECIPES)
     changes = dict(REDUCED) if is_reduced(reduced) else {}
     changes.update(overrides)  # what the caller asks for wins over reduced mode
     return recipe.replace(**changes)  # always a copy: the registry's recipes stay as written
 
 
-# On a CPU the upstream model is timed at batch 16 instead of its 128: its weights, gradients and Adam's
-# buffers do not shrink with the batch, and batch 128's activations would not fit Binder's 2 GB (README, Memory).
-UPSTREAM_TIMING_BATCH_CPU = 16
+# Fields renamed since runs were recorded, under the names the records hash them by, so a rename orphans no record.
+_RECORDED_NAMES = {"eval_limit": "test_limit"}
 
 
-def upstream_timing_batch(device_type: str) -> int:
-    """Batch for timing the upstream model: its own 128 on a GPU, 16 on a CPU to fit a 2 GB machine (notebooks 03, 06)."""
-    return UPSTREAM_TIMING_BATCH_CPU if device_type == "cpu" else RECIPES[UPSTREAM].batch_size
+def recipe_from_dict(fields: dict) -> Recipe:
+    """A Recipe from its to_dict() form, e.g. read from a checkpoint or a record; unknown fields are refused by name."""
+    current = {old: new for new, old in _RECORDED_NAMES.items()}
+    fields = {current.get(k, k): v for k, v in fields.items()}
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(Recipe)})
+    if unknown:
+        raise ValueError(f"the recipe holds field(s) {', '.join(unknown)} that this version of the course does not know: "
+                         f"it was written by another version; use that version, or start a new run")
+    return Recipe(**fields)
+
+
+def recorded_fields(recipe: Recipe | dict) -> dict:
+    """A recipe's fields under the names records hash them by (recipe_key, the benchmarks' run keys)."""
+    fields = recipe.to_dict() if isinstance(recipe, Recipe) else dict(recipe)
+    return {_RECORDED_NAMES.get(k, k): v for k, v in fields.items()}
+
+
+def recipe_key(recipe: Recipe | dict) -> str:
+    """A short hash of every recipe field: runs with the same key are the same experiment (the sweep, the benchmarks)."""
+    return hashlib.sha1(json.dumps(recorded_fields(recipe), sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def recipe_for_device(device_type: str) -> str:

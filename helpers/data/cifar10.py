@@ -1,4 +1,4 @@
-"""CIFAR-10: loading (official download or an existing copy), checks, caching, and fast batches."""
+"""CIFAR-10 itself: loading it (the official download or an existing copy), checking and caching it, the validation split."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .files import atomic_torch_save
-from .paths import project_folder
+from ..course import project_folder
+from ..plumbing.download import DownloadError, download_file, extract_tar, mirror_urls
+from ..plumbing.files import atomic_torch_save, exclusive_lock
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 # Channel statistics of the 50,000 training images (notebook 01 recomputes them).
@@ -33,8 +34,8 @@ ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
 
 # The validation split: a fixed share of every class of the 50,000 training images, drawn with this random seed
 # by NumPy's legacy generator, whose stream is frozen: the same 5,000 images on every machine and NumPy version.
-VALIDATION = 0.1
-SPLIT_SEED = 0
+_VALIDATION = 0.1
+_SPLIT_SEED = 0
 
 
 class CIFAR10Error(RuntimeError):
@@ -67,8 +68,6 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, c
     if _missing(files):
         if not download:
             raise CIFAR10Error(_missing_message(folder, "download=False was given"))
-        from .files import exclusive_lock
-
         root.mkdir(parents=True, exist_ok=True)
         with exclusive_lock(root / ".download.lock", f"the data folder {root}", wait=True):
             if _missing(files):  # another process may have fetched it while this one waited
@@ -126,8 +125,6 @@ def download_cifar10(root: str | os.PathLike, urls: list[str] | None = None, md5
     """Download the archive (mirrors, retries, resume, md5 check) and unpack it safely into `root` (notebook 01's load_cifar10).
     """
     import tarfile
-
-    from .download import DownloadError, download_file, extract_tar, mirror_urls
 
     root = Path(root)
     try:
@@ -256,7 +253,7 @@ def _write_cache(path: Path, stamp: list, tensors: dict) -> None:
                       stacklevel=3)
 
 
-def split_sizes(validation: float, train_limit: int | None = None, test_limit: int | None = None,
+def split_sizes(validation: float, train_limit: int | None = None, eval_limit: int | None = None,
                 train_labels: torch.Tensor | None = None, test_count: int = 10_000) -> dict[str, int]:
     """Images a recipe trains on, chooses on (validation) and reports on (test) after the split and its limits.
 
@@ -266,11 +263,11 @@ def split_sizes(validation: float, train_limit: int | None = None, test_limit: i
     total = 50_000 if train_labels is None else len(train_labels)
     held_out = round(total * validation) if train_labels is None else len(validation_indices(train_labels, validation))
     train = total - held_out
-    return {"train_images": min(train_limit or train, train), "val_images": min(test_limit or held_out, held_out),
-            "test_images": min(test_limit or test_count, test_count)}
+    return {"train_images": min(train_limit or train, train), "val_images": min(eval_limit or held_out, held_out),
+            "test_images": min(eval_limit or test_count, test_count)}
 
 
-def validation_indices(labels: torch.Tensor, share: float = VALIDATION, seed: int = SPLIT_SEED) -> torch.Tensor:
+def validation_indices(labels: torch.Tensor, share: float = _VALIDATION, seed: int = _SPLIT_SEED) -> torch.Tensor:
     """Sorted indices of a fixed, class-stratified validation split: `share` of every class's images (split_validation)."""
     if not 0 <= share < 1:
         raise ValueError(f"the validation share must lie in [0, 1), got {share!r}")
@@ -283,7 +280,7 @@ def validation_indices(labels: torch.Tensor, share: float = VALIDATION, seed: in
     return torch.from_numpy(np.sort(np.concatenate(picked))) if picked else torch.zeros(0, dtype=torch.long)
 
 
-def split_validation(data: Cifar10, share: float = VALIDATION, train_limit: int | None = None,
+def split_validation(data: Cifar10, share: float = _VALIDATION, train_limit: int | None = None,
                      val_limit: int | None = None) -> tuple[torch.Tensor, ...]:
     """(train images, train labels, validation images, validation labels): the training set cut in two, disjoint (notebook 03).
 

@@ -1,7 +1,9 @@
-"""A learning-rate range test: train briefly while the rate grows exponentially, and watch where the loss turns.
+"""A learning-rate range test in fastai's form (`lr_find`): train briefly while the rate grows exponentially, and
+read the smoothed training loss against the rate to see where it turns.
 
-L. N. Smith, "Cyclical Learning Rates for Training Neural Networks" (WACV 2017; arXiv 2015), section 3.3;
-popularised as fastai's lr_find, whose smoothing and 4x stopping rule this follows.
+The test comes from L. N. Smith, "Cyclical Learning Rates for Training Neural Networks" (WACV 2017; arXiv 2015),
+section 3.3, who raises the rate linearly over a few epochs and reads accuracy against it; the short exponential sweep
+read off a loss plot, with its smoothing and 4x stopping rule, is the variant fastai popularised, which this follows.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .checks import is_int, is_real
-from .device import amp_dtype, autocast
+from ..device import amp_dtype, autocast
+from ..plumbing.checks import is_int, is_real
+from .engine import make_optimizer
 from .losses import compute_loss
 from .recipes import Recipe
-from .train import make_optimizer
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -26,8 +28,8 @@ if TYPE_CHECKING:
 COLUMNS = ("lr", "loss", "smoothed_loss")
 # Weight of the past in the loss's moving average. fastai's 0.98 suits long sweeps; over ~100 steps it would lag the
 # rate by about 50 steps, half the sweep, so the curve would turn late.
-SMOOTHING = 0.9
-STOP_FACTOR = 4.0  # stop once the smoothed loss exceeds this multiple of its minimum: it has diverged
+_SMOOTHING = 0.9
+_STOP_FACTOR = 4.0  # stop once the smoothed loss exceeds this multiple of its minimum: it has diverged
 
 
 def lr_range_test(model: nn.Module, loader: Iterable, recipe: Recipe, *, start: float = 1e-4, end: float = 10.0,
@@ -35,7 +37,7 @@ def lr_range_test(model: nn.Module, loader: Iterable, recipe: Recipe, *, start: 
     """Training loss per step while the learning rate grows exponentially from `start` to `end` (notebook 03).
 
     Trains a deep copy of `model`: the caller's model, and torch's CPU and CUDA random state, are left as they were
-    (the loader is iterated, so a GpuLoader's epoch counter moves on). The copy is trained with the recipe's optimiser
+    (the loader is iterated, so a DeviceLoader's epoch counter moves on). The copy is trained with the recipe's optimiser
     (momentum, Nesterov, weight decay), loss, label smoothing, precision and memory format, one batch per step,
     cycling `loader` if it runs out; the recipe's lr and schedule are replaced by the sweep. Stops after the first step
     whose smoothed loss exceeds 4x its minimum, or whose loss is not finite. Columns: lr, loss, smoothed_loss (a
@@ -75,11 +77,11 @@ def lr_range_test(model: nn.Module, loader: Iterable, recipe: Recipe, *, start: 
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
-            average = SMOOTHING * average + (1 - SMOOTHING) * value
-            smoothed = average / (1 - SMOOTHING ** (i + 1))  # early averages are biased towards the 0 they start from
+            average = _SMOOTHING * average + (1 - _SMOOTHING) * value
+            smoothed = average / (1 - _SMOOTHING ** (i + 1))  # early averages are biased towards the 0 they start from
             rows.append((lr, value, smoothed))
             lowest = min(lowest, smoothed)
-            if smoothed > STOP_FACTOR * lowest:
+            if smoothed > _STOP_FACTOR * lowest:
                 break
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame.attrs["recipe_lr"] = recipe.lr
@@ -106,7 +108,7 @@ def _cycle(loader: Iterable) -> Iterator:
             raise ValueError("the loader yields no batches: is the batch size larger than the data?")
 
 
-def plot_lr_range(frame: pd.DataFrame, ax=None, *, peak_lr: float | None = None):
+def plot_lr_range(frame: pd.DataFrame, *, peak_lr: float | None = None):
     """Loss against learning rate on a log axis, the lowest smoothed loss and the recipe's peak lr marked (notebook 03).
 
     `peak_lr` defaults to the recipe's lr that lr_range_test stored in `frame.attrs["recipe_lr"]`.
@@ -117,8 +119,7 @@ def plot_lr_range(frame: pd.DataFrame, ax=None, *, peak_lr: float | None = None)
     if missing or frame["smoothed_loss"].notna().sum() == 0:
         raise ValueError(f"expected lr_range_test's frame with at least one finite smoothed loss and columns "
                          f"{', '.join(COLUMNS)}; got columns {list(frame.columns)} and {len(frame)} rows")
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 3.5))
+    _, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(frame["lr"], frame["loss"], color="tab:blue", alpha=0.3, label="loss of each step")
     ax.plot(frame["lr"], frame["smoothed_loss"], color="tab:blue", label="smoothed loss")
     best = frame.loc[frame["smoothed_loss"].idxmin()]

@@ -1,4 +1,4 @@
-"""AlexNet-family models: one configurable builder, named presets and a layer-by-layer summary.
+"""AlexNet-family models: one configuration dataclass, one builder, the named presets (notebook 02).
 
 Every network is `features` (conv blocks) then `classifier` (Linear layers) and returns logits: softmax belongs in the loss.
 """
@@ -13,12 +13,12 @@ from dataclasses import asdict, dataclass, fields, replace
 import torch
 from torch import nn
 
-from .checks import is_int, is_real, lookup, one_of, renamed
+from ..plumbing.checks import is_int, is_real, lookup, one_of
 
 NORMS = ("none", "lrn", "batch")
 ACTIVATIONS = ("relu", "leaky_relu", "gelu")
-CONV_LAYER_RANGE = (3, 5)
-FC_LAYER_RANGE = (2, 4)
+_CONV_LAYER_RANGE = (3, 5)
+_FC_LAYER_RANGE = (2, 4)
 IN_CHANNELS = 3  # RGB images only: CIFAR-10 and the ImageNet-sized paper input
 
 _PER_LAYER_FIELDS = ("conv_kernels", "conv_strides", "conv_paddings")
@@ -67,13 +67,13 @@ def _validate(config: ModelConfig) -> None:
     for name in ("conv_channels", *_PER_LAYER_FIELDS, *_INDEX_FIELDS):
         _check_int_entries(name, getattr(config, name), none_allowed=name not in ("conv_channels", "pool_after"))
     num_conv = len(config.conv_channels)
-    low, high = CONV_LAYER_RANGE
+    low, high = _CONV_LAYER_RANGE
     if not low <= num_conv <= high:
         raise ValueError(f"conv_channels={config.conv_channels!r} gives {num_conv} conv layers; use {low}..{high}")
     for name in ("fc_layers", "input_size", "pool_kernel", "pool_stride", "fc_size", "num_classes"):
         if not is_int(getattr(config, name)):
             raise ValueError(f"{name}={getattr(config, name)!r} is not allowed; use an integer")
-    low, high = FC_LAYER_RANGE
+    low, high = _FC_LAYER_RANGE
     if not low <= config.fc_layers <= high:
         raise ValueError(f"fc_layers={config.fc_layers!r} is not allowed; use {low}..{high}")
     for name in ("dropout", "width"):
@@ -132,7 +132,7 @@ def _check_input_size(config: ModelConfig) -> None:
 def _first_empty_stage(config: ModelConfig, input_size: int) -> tuple[str | None, int]:
     """Name and size of the first stage whose output is smaller than 1x1, or (None, final size)."""
     size = input_size
-    for i, (kernel, stride, padding) in enumerate(conv_geometry(config)):
+    for i, (kernel, stride, padding) in enumerate(_conv_geometry(config)):
         size = _output_side(size, kernel, stride, padding)
         if size < 1:
             return f"conv{i + 1}", size
@@ -147,7 +147,7 @@ def _output_side(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
-def conv_geometry(config: ModelConfig) -> list[tuple[int, int, int]]:
+def _conv_geometry(config: ModelConfig) -> list[tuple[int, int, int]]:
     """(kernel, stride, padding) of each conv layer with the None defaults filled in (notebook 02's build_model)."""
     num_conv = len(config.conv_channels)
     kernels = config.conv_kernels or (3,) * num_conv
@@ -156,15 +156,15 @@ def conv_geometry(config: ModelConfig) -> list[tuple[int, int, int]]:
     return list(zip(kernels, strides, paddings))
 
 
-def scaled_channels(config: ModelConfig) -> tuple[int, ...]:
+def _scaled_channels(config: ModelConfig) -> tuple[int, ...]:
     """Conv widths after the width multiplier, at least 1 each (notebook 02's build_model)."""
     return tuple(max(1, round(c * config.width)) for c in config.conv_channels)
 
 
-def feature_shape(config: ModelConfig) -> tuple[int, int, int]:
+def _feature_shape(config: ModelConfig) -> tuple[int, int, int]:
     """(channels, height, width) that `features` hands to the classifier (notebook 02's build_model)."""
     side = _first_empty_stage(config, config.input_size)[1]
-    return scaled_channels(config)[-1], side, side
+    return _scaled_channels(config)[-1], side, side
 
 
 def with_num_conv(config: ModelConfig, num_conv: int) -> ModelConfig:
@@ -173,9 +173,9 @@ def with_num_conv(config: ModelConfig, num_conv: int) -> ModelConfig:
     The classifier's input keeps its shape; a pooling on a dropped layer moves to the last conv, so it still downsamples.
     """
     current = len(config.conv_channels)
-    if not is_int(num_conv) or not CONV_LAYER_RANGE[0] <= num_conv <= current:
+    if not is_int(num_conv) or not _CONV_LAYER_RANGE[0] <= num_conv <= current:
         raise ValueError(f"num_conv={num_conv!r} is not allowed for a {current}-layer config; "
-                         f"use {CONV_LAYER_RANGE[0]}..{current} (start from a 5-layer preset for more)")
+                         f"use {_CONV_LAYER_RANGE[0]}..{current} (start from a 5-layer preset for more)")
     kept = [*range(num_conv - 1), current - 1]
     new_index = {old: new for new, old in enumerate(kept)}
     changes = {name: None if getattr(config, name) is None else tuple(getattr(config, name)[i] for i in kept)
@@ -191,7 +191,7 @@ def _make_activation(name: str) -> nn.Module:
 
 
 def _conv_block(config: ModelConfig, index: int, in_channels: int, out_channels: int) -> list[nn.Module]:
-    kernel, stride, padding = conv_geometry(config)[index]
+    kernel, stride, padding = _conv_geometry(config)[index]
     has_norm = config.norm != "none" and (config.norm_layers is None or index in config.norm_layers)
     batch_norm = has_norm and config.norm == "batch"
     # BatchNorm subtracts the mean, so a conv bias in front of it would be wasted parameters
@@ -209,7 +209,7 @@ def _conv_block(config: ModelConfig, index: int, in_channels: int, out_channels:
 
 
 def _build_features(config: ModelConfig) -> nn.Sequential:
-    channels = (IN_CHANNELS, *scaled_channels(config))
+    channels = (IN_CHANNELS, *_scaled_channels(config))
     layers = []
     for i in range(len(channels) - 1):
         layers += _conv_block(config, i, channels[i], channels[i + 1])
@@ -218,7 +218,7 @@ def _build_features(config: ModelConfig) -> nn.Sequential:
 
 def _build_classifier(config: ModelConfig) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Flatten()]
-    in_features = math.prod(feature_shape(config))
+    in_features = math.prod(_feature_shape(config))
     for _ in range(config.fc_layers - 1):
         if config.dropout > 0:
             layers.append(nn.Dropout(config.dropout))
@@ -259,10 +259,6 @@ PRESETS["cifar_alexnet_small"] = replace(PRESETS["cifar_alexnet"], conv_channels
                                          dropout=0.25)
 
 
-# Presets named before "seed" came to mean a random seed only: they still work, with a warning.
-OLD_PRESET_NAMES = {f"seed_{n}conv": f"upstream_{n}conv" for n in (3, 4, 5)}
-
-
 def resolve_config(name_or_config: str | ModelConfig = "cifar_alexnet", **overrides) -> ModelConfig:
     """A preset name or config with field overrides applied; `num_conv=k` keeps k conv layers (notebook 02's build_model)."""
     config = _lookup(name_or_config)
@@ -278,7 +274,7 @@ def resolve_config(name_or_config: str | ModelConfig = "cifar_alexnet", **overri
 def _lookup(name_or_config: str | ModelConfig) -> ModelConfig:
     if isinstance(name_or_config, ModelConfig):
         return name_or_config
-    return lookup("model preset", renamed("model preset", name_or_config, OLD_PRESET_NAMES), PRESETS)
+    return lookup("model preset", name_or_config, PRESETS)
 
 
 def build_model(name_or_config: str | ModelConfig = "cifar_alexnet", **overrides) -> AlexNet:
@@ -306,8 +302,8 @@ def count_parameters(model: nn.Module) -> int:
 
 
 @contextlib.contextmanager
-def model_mode(model: nn.Module, training: bool = False) -> Iterator[nn.Module]:
-    """Put `model` in eval (or train) mode for a `with` block, then restore it (notebook 04's predict and conv_activations)."""
+def model_state(model: nn.Module, training: bool = False) -> Iterator[nn.Module]:
+    """Put `model` in eval (or training) state for a `with` block, then restore it (predict, conv_activations, FLOPs)."""
     was_training = model.training
     model.train(training)
     try:

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checks import TrainingError
-from .files import atomic_torch_save
+from ..models.alexnet import model_config_dict
+from ..plumbing.checks import TrainingError
+from ..plumbing.files import atomic_torch_save
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
@@ -39,22 +40,20 @@ def load_checkpoint(path: str | os.PathLike, model: nn.Module | None = None, map
         if not isinstance(state, dict) or "model" not in state:
             raise TrainingError(f"{path} is not a checkpoint of this course's engine (a bare state_dict?); load it with "
                                 f"model.load_state_dict(torch.load(path)) instead")
-        check_same_architecture(state.get("model_config"), model_config(model), path)
+        _check_same_architecture(state.get("model_config"), model_config(model), path)
         model.load_state_dict(state["model"])
     return state
 
 
 def model_config(model: nn.Module) -> dict | None:
     """The config dict of a course model, or None for any other module (notebook 03's engine)."""
-    from .models import model_config_dict
-
     try:
         return model_config_dict(model)
     except (AttributeError, TypeError):
         return None
 
 
-def check_same_architecture(saved: dict | None, current: dict | None, where: str | os.PathLike = "checkpoint") -> None:
+def _check_same_architecture(saved: dict | None, current: dict | None, where: str | os.PathLike = "checkpoint") -> None:
     """Raise a TrainingError naming both configs when a checkpoint belongs to another architecture (notebook 04's loader)."""
     if saved is not None and current is not None and saved != current:
         diff = {k: (saved.get(k), current.get(k)) for k in sorted(set(saved) | set(current))

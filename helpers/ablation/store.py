@@ -8,9 +8,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from .files import atomic_write_json
-from .mode import is_full
-from .paths import results_dir, runs_dir
+from ..course import is_full, results_dir, runs_dir
+from ..plumbing.files import atomic_write_json
 
 
 def default_output(full: bool | None = None, shard: tuple[int, int] | None = None) -> Path:
@@ -27,7 +26,7 @@ def shard_output(path: str | os.PathLike, shard: tuple[int, int] | None) -> Path
 
 def merge_shards(path: str | os.PathLike) -> list[dict]:
     """Write the records of `path` and its shard files into `path` itself, and return them (README, "--merge")."""
-    records = load_records(path)
+    records = sweep_records(path)
     write_records(path, records)
     return records
 
@@ -38,7 +37,7 @@ def split_shard(shard: tuple[int, int] | None, job: int, jobs: int) -> tuple[int
     return i + job * n, n * jobs
 
 
-def read_records(path: str | os.PathLike) -> list[dict]:
+def read_sweep_file(path: str | os.PathLike) -> list[dict]:
     """Records of one results file; [] if it does not exist, ValueError if it is not a sweep file (run_sweep)."""
     path = Path(path)
     if path.is_dir():
@@ -56,13 +55,13 @@ def read_records(path: str | os.PathLike) -> list[dict]:
     return data
 
 
-def load_records(path: str | os.PathLike | None = None, full: bool | None = None) -> list[dict]:
+def sweep_records(path: str | os.PathLike) -> list[dict]:
     """Records of a sweep file and its shard files (name-shardIofN.json) beside it, without duplicates (notebook 05)."""
-    path = Path(path) if path is not None else default_output(full)
+    path = Path(path)
     shards = sorted(path.parent.glob(f"{path.stem}-shard*of*.json")) if path.parent.is_dir() else []
     records: dict[tuple, dict] = {}
     for p in (path, *shards):
-        for r in read_records(p):
+        for r in read_sweep_file(p):
             records.setdefault(run_key(r), r)  # the first copy of a run wins
     return list(records.values())
 
@@ -73,7 +72,7 @@ def write_records(path: str | os.PathLike, records: list[dict]) -> None:
 
 
 def run_key(record: dict) -> tuple:
-    """What identifies a run in a results file: variant, seed and the recipe hash (run_sweep, load_records)."""
+    """What identifies a run in a results file: variant, seed and the recipe hash (run_sweep, sweep_records)."""
     return record["variant"], record["seed"], record.get("config")
 
 

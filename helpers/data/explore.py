@@ -1,16 +1,17 @@
-"""Looking at the data: image statistics, an md5 check of the download, loader timings, memory per image (notebook 01)."""
+"""Looking at the data: image grids, image statistics, an md5 check of the download, loader timings, memory per image."""
 
 from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from .download import file_md5
+from ..plumbing.download import file_md5
 
 
 def _check_images(images: torch.Tensor) -> None:
@@ -78,8 +79,27 @@ def measure_throughput(loader: Iterable, max_images: int | None = None) -> dict:
     return {"images": images, "seconds": seconds, "images_per_s": images / seconds}
 
 
-def bytes_per_image(size: int, channels: int = 3, dtype: torch.dtype = torch.float32) -> int:
-    """Memory of one size x size image with `channels` channels stored as `dtype` (notebook 01)."""
-    if size < 1 or channels < 1:
-        raise ValueError(f"size and channels must be >= 1, got size={size}, channels={channels}")
-    return channels * size * size * torch.empty((), dtype=dtype).element_size()
+def bytes_per_image(size: int, dtype: torch.dtype = torch.float32) -> int:
+    """Memory of one size x size RGB image stored as `dtype` (notebook 01)."""
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got size={size}")
+    return 3 * size * size * torch.empty((), dtype=dtype).element_size()
+
+
+def show_images(images: torch.Tensor, labels: Sequence[int] | None = None, classes: Sequence[str] | None = None,
+                ncols: int = 8, title: str | None = None, size: float = 1.3):
+    """Show uint8 (N, 3, H, W) images in a grid with optional class names (notebook 01)."""
+    n = len(images)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * 1.15), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(images[i].permute(1, 2, 0).cpu().numpy())
+            if labels is not None:
+                name = classes[int(labels[i])] if classes is not None else str(int(labels[i]))
+                ax.set_title(name, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -10,6 +10,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from ..device import pick_device
+
 
 def launched_by_torchrun() -> bool:
     """True when torchrun (or another launcher) started this process as one of several (README, "Several processes")."""
@@ -18,8 +20,6 @@ def launched_by_torchrun() -> bool:
 
 def init_distributed(device: torch.device | str | None = None) -> torch.device:
     """Join the process group torchrun set up and return this process's device: NCCL on GPUs, gloo on CPUs (README)."""
-    from .device import pick_device
-
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device)
     if device.type == "cuda":
@@ -34,8 +34,13 @@ def init_distributed(device: torch.device | str | None = None) -> torch.device:
         # torchrun sets OMP_NUM_THREADS=1 for several processes; share the machine's cores among them instead.
         torch.set_num_threads(cores_per_process(int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend=backend(device))
     return device
+
+
+def backend(device: torch.device) -> str:
+    """The process-group backend for a device type: NCCL between GPUs, gloo between CPU processes (README)."""
+    return "nccl" if device.type == "cuda" else "gloo"
 
 
 def cores_per_process(processes: int) -> int:

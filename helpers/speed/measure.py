@@ -1,4 +1,4 @@
-"""Measuring speed: training-step throughput, loader throughput, FLOPs per step and the device's peak."""
+"""Measuring speed: training-step throughput, loader throughput and the device's peak FLOP/s (notebook 06)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,12 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from .device import amp_dtype, autocast, cpuinfo_values, synchronize
-from .models import build_model, model_mode
+from ..course import reduced_mode
+from ..data import measure_throughput
+from ..device import amp_dtype, autocast, cpuinfo_values, pick_device, release_memory, synchronize
+from ..models import build_model
+from ..training.recipes import RECIPES, UPSTREAM
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class Setting:
     amp: str = "off"  # as Recipe.amp: "off", "bf16", "fp16", "auto"
     channels_last: bool = False
     compile: bool = False
-    train: bool = True  # forward + backward + SGD step; False: forward only under no_grad
+    backward: bool = True  # forward + backward + SGD step; False: forward only under no_grad
 
 
 def _check_counts(**counts: int) -> None:
@@ -55,13 +57,13 @@ class _Step:
         if setting.channels_last:
             model = model.to(memory_format=torch.channels_last)
             self.x = self.x.contiguous(memory_format=torch.channels_last)
-        self.model = model.train(setting.train)
+        self.model = model.train(setting.backward)
         self.run_model = torch.compile(model) if setting.compile else model
         self.dtype = amp_dtype(setting.amp, device)
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9) if setting.train else None
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9) if setting.backward else None
 
     def __call__(self) -> None:
-        if self.setting.train:
+        if self.setting.backward:
             with autocast(self.device, self.dtype):
                 logits = self.run_model(self.x)
             loss = F.cross_entropy(logits.float(), self.y)
@@ -91,8 +93,6 @@ def compare_throughput(settings: Sequence[Setting], *, steps: int = 5, warmup: i
     import pandas as pd
     from tqdm.auto import tqdm
 
-    from .device import pick_device
-
     _check_counts(steps=steps, warmup=warmup, repeats=repeats)
     if not settings:
         raise ValueError("give at least one Setting to time")
@@ -120,8 +120,6 @@ def compare_throughput(settings: Sequence[Setting], *, steps: int = 5, warmup: i
 
 def _first_steps(settings: Sequence[Setting], device: torch.device, bar) -> tuple[dict, list, list]:
     """Build and time each setting's first step; keep the compiled ones. Returns (kept, first seconds, facts)."""
-    from .device import release_memory
-
     kept: dict[int, _Step] = {}
     first, facts = [], []
     for i, s in enumerate(settings):
@@ -164,44 +162,21 @@ def _speed_row(s: Setting, size: int, dtype: torch.dtype | None, t: list[float],
 
 
 def throughput(model: str = "cifar_alexnet_small", batch_size: int = 256, amp: str = "off", channels_last: bool = False,
-               steps: int = 5, *, warmup: int = 2, repeats: int = 3, compile: bool = False, train: bool = True,
+               steps: int = 5, *, warmup: int = 2, repeats: int = 3, compile: bool = False, backward: bool = True,
                device: torch.device | str | None = None, **overrides) -> dict:
     """Median images/s of one model's training step on synthetic data; see compare_throughput (notebook 06)."""
-    setting = Setting("run", model, overrides, batch_size, amp, channels_last, compile, train)
+    setting = Setting("run", model, overrides, batch_size, amp, channels_last, compile, backward)
     frame = compare_throughput([setting], steps=steps, warmup=warmup, repeats=repeats, device=device, progress=False)
     return frame.iloc[0].to_dict()
 
 
 def loader_throughput(make_loader: Callable[[], Iterable], max_images: int, repeats: int = 3) -> dict:
     """Median images/s of iterating a fresh loader for `max_images` images, `repeats` times (notebook 06)."""
-    from .explore import measure_throughput
-
     _check_counts(max_images=max_images, repeats=repeats)
     runs = [measure_throughput(make_loader(), max_images) for _ in range(repeats)]
     rates = [r["images_per_s"] for r in runs]
     return {"images": runs[0]["images"], "images_per_s": statistics.median(rates),
             "images_per_s_min": min(rates), "images_per_s_max": max(rates), "repeats": repeats}
-
-
-def step_flops(model: nn.Module | str, input_size: int | None = None, batch: int = 2) -> dict:
-    """FLOPs per image of a forward pass and of a training step (forward + backward), counted by torch (notebook 06)."""
-    from torch.utils.flop_counter import FlopCounterMode  # loads Triton with a CUDA build: only when counting
-
-    model = build_model(model) if isinstance(model, str) else model
-    size = model.config.input_size if input_size is None else input_size
-    _check_counts(batch=batch, input_size=size)
-    reference = next(model.parameters())
-    x = torch.randn(batch, 3, size, size, device=reference.device, dtype=reference.dtype)
-    with model_mode(model, training=True):
-        try:
-            with FlopCounterMode(display=False) as forward:
-                out = model(x)
-            with FlopCounterMode(display=False) as backward:
-                out.float().sum().backward()
-        finally:
-            model.zero_grad(set_to_none=True)
-    fwd, bwd = forward.get_total_flops() / batch, backward.get_total_flops() / batch
-    return {"forward": int(fwd), "backward": int(bwd), "train": int(fwd + bwd)}
 
 
 # FLOPs per core per cycle (2 per FMA), from the vendors' microarchitecture descriptions: 2 FMA units per recent x86 core;
@@ -311,10 +286,18 @@ def device_peak(device: torch.device | str) -> dict | None:
 
 def compile_note(device: torch.device | str) -> str:
     """Why torch.compile is or is not timed in this run, for a notebook to print (notebook 06)."""
-    from .mode import reduced_mode
-
     device = torch.device(device)
     if reduced_mode() and device.type == "cpu":
         return ("reduced mode on a CPU: torch.compile is NOT timed here (compiling the C++ kernels of a training "
                 "step takes a minute or more on a small CPU); full mode times it")
     return "torch.compile is timed below; its first step includes the compilation"
+
+
+# On a CPU the upstream model is timed at batch 16 instead of its 128: its weights, gradients and Adam's
+# buffers do not shrink with the batch, and batch 128's activations would not fit Binder's 2 GB (README, Memory).
+_UPSTREAM_TIMING_BATCH_CPU = 16
+
+
+def upstream_timing_batch(device_type: str) -> int:
+    """Batch for timing the upstream model: its own 128 on a GPU, 16 on a CPU to fit a 2 GB machine (notebooks 03, 06)."""
+    return _UPSTREAM_TIMING_BATCH_CPU if device_type == "cpu" else RECIPES[UPSTREAM].batch_size

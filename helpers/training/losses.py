@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from .checks import at_least, is_int, is_real, one_of
+from ..plumbing.checks import at_least, is_int, is_real, one_of
 
 if TYPE_CHECKING:
     import pandas as pd
 
 LOSSES = ("ce", "softmax_ce", "bce_softmax")
-LABEL_KINDS = ("right", "random", "wrong")
-GRADIENT_COLUMNS = ("scale", "mean_top_prob", "labels", "loss_kind", "loss", "grad_norm", "ratio_to_ce", "cosine_to_ce")
+_LABEL_KINDS = ("right", "random", "wrong")
+_GRADIENT_COLUMNS = ("scale", "mean_top_prob", "labels", "loss_kind", "loss", "grad_norm", "ratio_to_ce", "cosine_to_ce")
 
 
 def compute_loss(kind: str, logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0,
@@ -75,7 +75,7 @@ def loss_gradients(scales: Sequence[float] = (0.5, 2.0, 8.0), kinds: Sequence[st
         for name, targets in label_sets.items():
             start = {"scale": scale, "mean_top_prob": top_prob, "labels": name}
             rows += [{**start, **row} for row in _gradient_rows(logits, targets, kinds, exact)]
-    return pd.DataFrame(rows, columns=list(GRADIENT_COLUMNS))
+    return pd.DataFrame(rows, columns=list(_GRADIENT_COLUMNS))
 
 
 def _check_gradient_arguments(scales: Sequence[float], kinds: Sequence[str], labels: Sequence[str], batch: int,
@@ -89,7 +89,7 @@ def _check_gradient_arguments(scales: Sequence[float], kinds: Sequence[str], lab
     for kind in kinds:
         one_of("loss", kind, LOSSES)
     for name in labels:
-        one_of("labels", name, LABEL_KINDS)
+        one_of("labels", name, _LABEL_KINDS)
     if len(set(labels)) != len(labels):
         raise ValueError(f"labels must not repeat a label set, got {tuple(labels)}")
     if not is_int(batch) or batch < 1 or not is_int(num_classes) or num_classes < 2:
@@ -126,23 +126,3 @@ def _gradient_rows(logits: torch.Tensor, labels: torch.Tensor, kinds: Sequence[s
     return rows
 
 
-def weight_decay_share(model: torch.nn.Module, kind: str, images: torch.Tensor, labels: torch.Tensor,
-                       weight_decay: float = 5e-4, label_smoothing: float = 0.1) -> dict:
-    """How much of the gradient an optimiser sees is coupled L2 (weight_decay * w) rather than the loss's (notebook 05).
-
-    Over the parameters a recipe decays (weights, not norms or biases: `helpers.train.param_groups`), for one batch:
-    the norms of the loss gradient and of the L2 term, L2's share of their sum, and the fraction of weights whose
-    L2 term is larger than their loss gradient (Adam normalises each weight's sum, so there L2 sets the step).
-    """
-    from .train import param_groups
-
-    one_of("loss", kind, LOSSES)
-    if not is_real(weight_decay) or weight_decay < 0:
-        raise ValueError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
-    weights = param_groups(model, weight_decay)[0]["params"]
-    grads = torch.autograd.grad(compute_loss(kind, model(images), labels, label_smoothing), weights)
-    data = torch.cat([g.flatten() for g in grads])
-    l2 = weight_decay * torch.cat([w.detach().flatten() for w in weights])
-    return {"loss": kind, "loss_grad_norm": data.norm().item(), "l2_norm": l2.norm().item(),
-            "l2_share": (l2.norm() / (data.norm() + l2.norm())).item(),
-            "weights_led_by_l2": (l2.abs() > data.abs()).double().mean().item()}
