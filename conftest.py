@@ -15,13 +15,17 @@ import pytest
 # Under pytest the default is reduced mode (few epochs on a data subset); ALEXNET_REDUCED=0 asks for full mode.
 # Set when pytest starts, before any notebook kernel: nbval's kernels inherit this process's environment.
 os.environ.setdefault("ALEXNET_REDUCED", "1")
+# tools/ is a folder of scripts that import each other: the tests import them the same way.
+TOOLS = str(Path(__file__).parent / "tools")
+if TOOLS not in sys.path:
+    sys.path.insert(0, TOOLS)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     notebooks = sorted({Path(item.path).name for item in session.items if Path(item.path).suffix == ".ipynb"})
     if not notebooks:
         return
-    from helpers.mode import reduced_mode
+    from helpers.course import reduced_mode
 
     if not reduced_mode():
         print(f"\nFULL MODE (ALEXNET_REDUCED=0): {full_mode_estimate(notebooks)}")
@@ -32,7 +36,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def full_mode_estimate(notebooks: list[str]) -> str:
     """What a full-mode run of these notebooks costs, from the measured times in results/ (README)."""
-    from helpers.results import notebook_costs
+    from notebook_memory import notebook_costs
 
     recorded = {nb: notebook_costs().get(nb[:2], {}).get("full") for nb in notebooks}
     parts = [f"{nb[:2]}: " + ("unknown" if r is None else f"{r['seconds'] / 60:.0f} min") for nb, r in recorded.items()]
@@ -44,7 +48,8 @@ def full_mode_estimate(notebooks: list[str]) -> str:
 
 def data_problem() -> str | None:
     """None when CIFAR-10 is there (or could be downloaded just now); else one message saying what to do."""
-    from helpers.data import CIFAR10Error, load_cifar10
+    from helpers.data import load_cifar10
+    from helpers.data.cifar10 import CIFAR10Error
 
     try:
         load_cifar10()
@@ -55,9 +60,6 @@ def data_problem() -> str | None:
 
 def checks_outputs(path: Path) -> bool:
     """True for a notebook with a cell whose output nbval compares (tag nbval-check-output, or nbval's comment)."""
-    tools = str(Path(__file__).parent / "tools")
-    if tools not in sys.path:
-        sys.path.insert(0, tools)
     from lab_check import nbval_marked  # the same rule as the browser test and tools/notebook_memory.py
 
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
@@ -66,7 +68,7 @@ def checks_outputs(path: Path) -> bool:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """In CI the browser test runs every notebook in JupyterLab; nbval then runs only notebooks with checked outputs."""
-    from helpers.mode import env_flag
+    from helpers.course import env_flag
 
     browser = any(item.name == "test_every_notebook_runs_in_jupyterlab_in_chromium" for item in items)
     if not (browser and env_flag("ALEXNET_REQUIRE_BROWSER")) or env_flag("ALEXNET_NBVAL_ALL"):

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from helpers.data import CACHE_FILE, dataset_label, default_root, load_cifar10
+from helpers.data import CACHE_FILE, DeviceLoader, classic_loader, default_root, load_cifar10
+from helpers.data.cifar10 import dataset_label
 from helpers.device import describe_device, pick_device
-from helpers.files import atomic_write_json
-from helpers.loader import GpuLoader, classic_loader
+from helpers.plumbing.files import atomic_write_json
 
 
 def timed(fn) -> float:
@@ -57,7 +57,7 @@ def main() -> None:
     data = load_cifar10(root, download=False)
 
     results = {}
-    gpu = GpuLoader(data.train_images, data.train_labels, 256, device=device, channels_last=True)
+    gpu = DeviceLoader(data.train_images, data.train_labels, 256, device=device, channels_last=True)
     runs = [timed(lambda: drain(gpu)) for _ in range(args.repeats)]
     results["gpu_resident_32_augmented"] = {"images": gpu.num_samples, "seconds": runs}
     n = args.classic_images

@@ -11,6 +11,8 @@ import math
 import statistics
 from pathlib import Path
 
+from helpers.ablation.store import sweep_records
+
 START, END = "<!-- MEASURED -->", "<!-- /MEASURED -->"
 
 
@@ -87,11 +89,9 @@ def data_lines(results: Path) -> list[str]:
 
 def ablation_lines(results: Path) -> list[str]:
     """Notebook 05's sweep from results/ablations.json: one row per variant, verdicts on validation, test beside it."""
-    from helpers.ablation import GROUPS
-    from helpers.sweep_report import summarize_sweep
-    from helpers.sweep_store import load_records
+    from helpers.ablation import GROUPS, summarize_sweep
 
-    records = [r for r in load_records(results / "ablations.json") if not r.get("reduced")]
+    records = [r for r in sweep_records(results / "ablations.json") if not r.get("reduced")]
     table = summarize_sweep(records) if records else None
     if table is None or table.empty:
         return []

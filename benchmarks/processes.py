@@ -40,10 +40,9 @@ def run(cmd: list[str], run_dir: Path) -> dict:
 def main() -> None:
     import torch
 
-    from helpers.data import dataset_label
-    from helpers.files import atomic_write_json
-    from helpers.mode import reduced_mode
-    from helpers.paths import results_dir, runs_dir
+    from helpers.course import reduced_mode, results_dir, runs_dir
+    from helpers.data.cifar10 import dataset_label
+    from helpers.plumbing.files import atomic_write_json
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--nproc", type=int, default=2, help="processes for the distributed run (default 2)")

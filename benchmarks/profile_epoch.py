@@ -49,15 +49,14 @@ def profile(recipe_name: str, images: int, overrides: dict) -> dict:
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
+    from helpers.course import seed_everything
     from helpers.data import load_cifar10
     from helpers.device import describe_device, pick_device
-    from helpers.loader import recipe_loaders
     from helpers.models import build_model
-    from helpers.recipes import get_recipe
-    from helpers.train import fit, seed_everything
+    from helpers.training import fit, get_recipe, recipe_loaders
 
     device = pick_device()
-    recipe = get_recipe(recipe_name, reduced=False, **{"epochs": 1, "train_limit": images, "test_limit": 500, **overrides})
+    recipe = get_recipe(recipe_name, reduced=False, **{"epochs": 1, "train_limit": images, "eval_limit": 500, **overrides})
     loaders = recipe_loaders(recipe, load_cifar10(download=False), device=device)
     seed_everything(0)
     model = build_model(recipe.model, **recipe.model_overrides)
@@ -78,8 +77,8 @@ def profile(recipe_name: str, images: int, overrides: dict) -> dict:
 
 
 def main() -> None:
-    from helpers.cli import parse_settings
-    from helpers.files import atomic_write_json
+    from helpers.commands import parse_settings
+    from helpers.plumbing.files import atomic_write_json
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", default="cpu")

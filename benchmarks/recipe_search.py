@@ -53,8 +53,8 @@ IDEAS = {
 
 def idea_recipe(name: str):
     """The base recipe with idea `name`'s change."""
-    from helpers.checks import lookup
-    from helpers.recipes import get_recipe
+    from helpers.plumbing.checks import lookup
+    from helpers.training import get_recipe
 
     return get_recipe("cpu", reduced=False, **{"epochs": BASE_EPOCHS, "validation": 0.1, **lookup("idea", name, IDEAS)})
 
@@ -69,7 +69,7 @@ def run_idea(name: str, seed: int, data) -> dict:
     import torch
 
     from helpers.device import describe_device, pick_device
-    from helpers.train import train
+    from helpers.training import train
 
     recipe = idea_recipe(name)
     device = pick_device()
@@ -85,7 +85,7 @@ def run_idea(name: str, seed: int, data) -> dict:
 
 def main() -> None:
     from helpers.data import load_cifar10
-    from helpers.files import atomic_write_json
+    from helpers.plumbing.files import atomic_write_json
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ideas", nargs="+", default=list(IDEAS), help="ideas to run (default: all)")

@@ -33,8 +33,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from helpers.files import atomic_write_json  # noqa: E402
-from helpers.mode import reduced_mode  # noqa: E402
+from helpers.course import reduced_mode  # noqa: E402
+from helpers.plumbing.files import atomic_write_json  # noqa: E402
 
 PARTS = ("data", "recipes", "ablations", "notebooks", "readme")
 # Seconds per part, printed before anything starts. "reduced" was measured on a 2-core CPU; "cuda" and

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.data import CLASSES, FOLDER, META_FILE, TEST_FILES, TRAIN_FILES
+from helpers.data import CLASSES
+from helpers.data.cifar10 import FOLDER, META_FILE, TEST_FILES, TRAIN_FILES
 
 PER_BATCH = 20
 

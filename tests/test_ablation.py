@@ -4,19 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.ablation import (
-    BASELINE,
-    GROUPS,
-    SWEEP_EPOCHS,
-    VARIANTS,
-    Variant,
-    recipe_key,
-    select_variants,
-    variant_by_name,
-    variant_recipe,
-)
-from helpers.mode import REDUCED
-from helpers.recipes import get_recipe
+from helpers.ablation import BASELINE, GROUPS, VARIANTS, select_variants, variant_by_name, variant_recipe
+from helpers.ablation.spec import SWEEP_EPOCHS, Variant
+from helpers.course import REDUCED
+from helpers.training import get_recipe
+from helpers.training.recipes import recipe_key
 
 # What counts as "one thing": a single recipe field, the optimiser setting (optimizer + lr + schedule together),
 # a single model knob, or the input pipeline with the model preset it needs.
@@ -85,7 +77,8 @@ def test_variant_with_an_unknown_field_is_rejected():
 
 
 def test_a_cpu_leaves_out_the_gpu_only_groups():
-    from helpers.ablation import GPU_ONLY_GROUPS, groups_for_device
+    from helpers.ablation import groups_for_device
+    from helpers.ablation.spec import GPU_ONLY_GROUPS
 
     assert groups_for_device("cuda") == list(GROUPS)
     for device_type in ("cpu", "mps"):

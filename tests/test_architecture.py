@@ -1,11 +1,10 @@
-"""helpers/architecture.py: the layer table and the preset table (notebook 02)."""
+"""helpers/models/summary.py: the layer table and the preset table (notebook 02)."""
 
 from __future__ import annotations
 
 import pytest
 
-from helpers.architecture import preset_table, summary_frame
-from helpers.models import build_model, count_parameters
+from helpers.models import build_model, count_parameters, preset_table, summary_frame
 
 
 def test_summary_frame_matches_model():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.train import History
+from helpers.training.engine import History
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -107,7 +107,7 @@ def test_time_to_accuracy_summary_counts_seeds_that_reached():
 
 
 def test_side_by_side_ratios_pair_seeds_on_the_same_machine():
-    from helpers.results import side_by_side_ratios
+    from helpers.speed import side_by_side_ratios
 
     old = [{**record(s, [80, 82, 84, 86], seconds=20.0), "recipe": {"name": "old"}} for s in (0, 1)]
     new = [{**record(s, [82, 86], seconds=15.0), "recipe": {"name": "new"}} for s in (0, 1)]

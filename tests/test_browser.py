@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.mode import env_flag
+from helpers.course import env_flag
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))

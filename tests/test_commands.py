@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parent.parent
 # A notebook that only reports the mode its kernel sees, placed inside the checkout (runs/ is ignored by git) so
 # that pytest loads the checkout's conftest.py for it, as it does for notebooks/.
 PROBE = {"cells": [{"cell_type": "code", "execution_count": None, "id": "probe", "metadata": {}, "outputs": [],
-                    "source": ["import os\n", "from helpers.mode import reduced_mode\n",
+                    "source": ["import os\n", "from helpers.course import reduced_mode\n",
                                "assert reduced_mode() == (os.environ['EXPECT'] == 'reduced'), os.environ['EXPECT']"]}],
          "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"}},
          "nbformat": 4, "nbformat_minor": 5}

@@ -9,12 +9,12 @@ from __future__ import annotations
 import torch
 import torch.distributed
 
-import helpers.checkpoint as checkpoint
 import helpers.device as device_module
-import helpers.distributed as dist
-from helpers.explore import measure_throughput
-from helpers.perf import device_peak
-from helpers.recipes import recipe_for_device
+import helpers.training.checkpoint as checkpoint
+import helpers.training.distributed as dist
+from helpers.data import measure_throughput
+from helpers.speed import device_peak
+from helpers.training import recipe_for_device
 
 CUDA = torch.device("cuda", 0)
 

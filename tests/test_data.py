@@ -10,13 +10,9 @@ import pytest
 import torch
 
 from conftest import PER_BATCH, make_cifar_folder, real_cifar_root, write_batch
-from helpers import data as D
-from helpers.data import (
-    CIFAR10_MEAN,
-    CLASSES,
-    CIFAR10Error,
-    load_cifar10,
-)
+from helpers.data import CIFAR10_MEAN, CLASSES, load_cifar10
+from helpers.data import cifar10 as D
+from helpers.data.cifar10 import CIFAR10Error
 
 
 def test_load_reads_both_splits(cifar_root):
@@ -56,8 +52,8 @@ def test_missing_data_offline_names_folder_and_fixes(tmp_path, monkeypatch):
         raise urllib.error.URLError("[Errno -2] Name or service not known")
 
     monkeypatch.delenv("CIFAR10_MIRRORS", raising=False)
-    monkeypatch.setattr("helpers.download.urlopen", offline)
-    monkeypatch.setattr("helpers.download._sleep", lambda seconds: None)
+    monkeypatch.setattr("helpers.plumbing.download.urlopen", offline)
+    monkeypatch.setattr("helpers.plumbing.download._sleep", lambda seconds: None)
     with pytest.raises(CIFAR10Error) as err:
         load_cifar10(tmp_path / "empty")
     text = str(err.value)
@@ -188,7 +184,7 @@ def test_a_cache_with_the_right_stamp_but_foreign_content_is_rebuilt(cifar_root)
 
 
 def test_an_unwritable_data_folder_means_no_cache_one_warning_and_no_temp_file(cifar_root, monkeypatch):
-    import helpers.files as files
+    import helpers.plumbing.files as files
 
     def refuse(path, write):
         raise PermissionError(13, "Permission denied", str(path))
@@ -201,11 +197,11 @@ def test_an_unwritable_data_folder_means_no_cache_one_warning_and_no_temp_file(c
 
 
 def test_split_sizes_count_the_split_and_its_limits():
-    from helpers.data import split_sizes, validation_indices
+    from helpers.data.cifar10 import split_sizes, validation_indices
 
     assert split_sizes(0.1) == {"train_images": 45_000, "val_images": 5_000, "test_images": 10_000}
-    assert split_sizes(0.0, train_limit=1024, test_limit=500) == {"train_images": 1024, "val_images": 0,
+    assert split_sizes(0.0, train_limit=1024, eval_limit=500) == {"train_images": 1024, "val_images": 0,
                                                                   "test_images": 500}
     labels = torch.arange(10).repeat_interleave(7)  # 7 images per class: 10% of each rounds to 1
-    exact = split_sizes(0.1, train_labels=labels, test_count=30, test_limit=100)
+    exact = split_sizes(0.1, train_labels=labels, test_count=30, eval_limit=100)
     assert exact == {"train_images": 70 - len(validation_indices(labels, 0.1)), "val_images": 10, "test_images": 30}

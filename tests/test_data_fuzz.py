@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import make_cifar_folder
-from helpers.data import FOLDER, META_FILE, TRAIN_FILES, CIFAR10Error, load_cifar10, read_batch, read_meta
+from helpers.data import load_cifar10
+from helpers.data.cifar10 import FOLDER, META_FILE, TRAIN_FILES, CIFAR10Error, read_batch, read_meta
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

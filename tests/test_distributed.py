@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from conftest import real_cifar_root
-from helpers import distributed as dist
-from helpers.loader import GpuLoader
+from helpers.data import DeviceLoader
+from helpers.training import distributed as dist
 
 
 def _images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,8 +24,8 @@ def _images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.mark.parametrize("world", [2, 3])
 def test_shards_put_together_are_the_single_process_batches(world):
     images, labels = _images(100)
-    one = GpuLoader(images, labels, 8 * world, seed=5)
-    parts = [GpuLoader(images, labels, 8, seed=5, rank=r, world_size=world) for r in range(world)]
+    one = DeviceLoader(images, labels, 8 * world, seed=5)
+    parts = [DeviceLoader(images, labels, 8, seed=5, rank=r, world_size=world) for r in range(world)]
     assert all(len(p) == len(one) == 100 // (8 * world) for p in parts)
     for epoch in (0, 3):
         one.epoch = epoch
@@ -38,7 +38,7 @@ def test_shards_put_together_are_the_single_process_batches(world):
 
 def test_test_set_shards_cover_every_image_once():
     images, labels = _images(101)
-    parts = [GpuLoader(images, labels, 10, train=False, rank=r, world_size=2) for r in range(2)]
+    parts = [DeviceLoader(images, labels, 10, shuffle=False, rank=r, world_size=2) for r in range(2)]
     seen = torch.cat([y for p in parts for _, y in p])
     assert sorted(seen.tolist()) == sorted(labels.tolist()) and len(seen) == 101
 
@@ -46,9 +46,9 @@ def test_test_set_shards_cover_every_image_once():
 def test_bad_ranks_and_batches_are_refused():
     images, labels = _images(40)
     with pytest.raises(ValueError, match="rank must lie in 0..world_size-1"):
-        GpuLoader(images, labels, 8, rank=2, world_size=2)
+        DeviceLoader(images, labels, 8, rank=2, world_size=2)
     with pytest.raises(ValueError, match="fewer than one global batch"):
-        GpuLoader(images, labels, 32, rank=0, world_size=2)
+        DeviceLoader(images, labels, 32, rank=0, world_size=2)
     assert dist.split_batch(256) == 256  # one process: the whole batch
     assert not dist.launched_by_torchrun() or os.environ.get("WORLD_SIZE") == "1"
 

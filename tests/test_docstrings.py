@@ -22,7 +22,7 @@ def notebook_text(number: str) -> str:
 def tagged_names() -> list[tuple[str, str, str]]:
     """(module, public name, notebook number) for every tag in a first docstring line under helpers/."""
     out = []
-    for path in sorted((REPO / "helpers").glob("*.py")):
+    for path in sorted((REPO / "helpers").rglob("*.py")):
         tree = ast.parse(path.read_text())
         nodes = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
         for node in nodes:
@@ -33,7 +33,7 @@ def tagged_names() -> list[tuple[str, str, str]]:
                 if "'s " in match.group(0):  # "(notebook 03's engine)": used by the engine, not the notebook
                     continue
                 for number in re.findall(r"\d\d", match.group(1)):
-                    out.append((path.stem, node.name, number))
+                    out.append((str(path.relative_to(REPO / "helpers").with_suffix("")), node.name, number))
     return out
 
 

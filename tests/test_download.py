@@ -1,4 +1,4 @@
-"""The resilient downloader (helpers/download.py) against a real, scriptable HTTP server on 127.0.0.1."""
+"""The resilient downloader (helpers/plumbing/download.py) against a real, scriptable HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from conftest import make_cifar_folder
-from helpers import data as D
-from helpers.download import DownloadError, backoff_delay, download_file, extract_tar, file_md5, mirror_urls
+from helpers.data import cifar10 as D
+from helpers.plumbing.download import DownloadError, backoff_delay, download_file, extract_tar, file_md5, mirror_urls
 
 # Fast, deterministic retries for every test: no real sleeping, no jitter unless a test asks for it.
 FAST = {"retries": 2, "backoff": 0.5, "jitter": 0.0, "timeout": 5.0, "progress": False}
@@ -347,7 +347,7 @@ def test_load_cifar10_downloads_from_env_mirror(server, archive, tmp_path, monke
     monkeypatch.setattr(D, "URL", f"{base}/official.tgz")
     monkeypatch.setattr(D, "ARCHIVE_MD5", md5(archive))
     monkeypatch.setenv("CIFAR10_MIRRORS", f"{base}/gone.tgz {base}/cifar.tgz")
-    monkeypatch.setattr("helpers.download._sleep", lambda seconds: None)
+    monkeypatch.setattr("helpers.plumbing.download._sleep", lambda seconds: None)
     data = D.load_cifar10(root=tmp_path / "root", download=True, cache=False)
     assert data.train_images.shape == (20, 3, 32, 32) and data.test_images.shape == (4, 3, 32, 32)
     assert data.classes == D.CLASSES

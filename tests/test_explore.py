@@ -1,4 +1,4 @@
-"""helpers/explore.py: image statistics, the md5 check, loader timings and memory per image (notebook 01)."""
+"""helpers/data/explore.py: image statistics, the md5 check, loader timings and memory per image (notebook 01)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import make_cifar_folder
-from helpers.explore import bytes_per_image, channel_stats, measure_throughput, official_md5_matches, pixel_histogram
+from helpers.data import bytes_per_image, channel_stats, measure_throughput, official_md5_matches, pixel_histogram
 
 
 def random_images(n: int = 7, seed: int = 0) -> torch.Tensor:

@@ -21,13 +21,13 @@ from pathlib import Path
 import pytest
 import torch
 
-import helpers.cli as cli_module
-import helpers.train as train_module
+import helpers.commands as commands_module
+import helpers.training.runs as runs_module
 from conftest import make_cifar_folder
-from helpers.checkpoint import load_checkpoint, save_checkpoint
-from helpers.cli import main
-from helpers.results import without_timing
-from helpers.train import TrainingError
+from helpers.commands import train_command
+from helpers.plumbing.checks import TrainingError
+from helpers.training import load_checkpoint, without_timing
+from helpers.training.checkpoint import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 posix_only = pytest.mark.skipif(os.name != "posix", reason="needs POSIX signals")
@@ -59,8 +59,8 @@ import os, signal, sys, time
 # script, some CI runners) has SIGINT ignored, which survives exec: start as a terminal would.
 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 signal.signal(signal.SIGINT, signal.default_int_handler)
-import helpers.loader as loader
-from helpers.cli import main
+import helpers.training.engine as loader
+from helpers.commands import train_command
 
 marker, gate_epoch, gate_step = os.environ["GATE_MARKER"], int(os.environ["GATE_EPOCH"]), int(os.environ["GATE_STEP"])
 original_loaders = loader.recipe_loaders
@@ -89,14 +89,14 @@ def gated_loaders(*args, **kwargs):
     return loaders
 
 loader.recipe_loaders = gated_loaders
-sys.exit(main(sys.argv[1:]))
+sys.exit(train_command(sys.argv[1:]))
 """
 
 
 def cli_args(cifar_root: Path, run_dir: Path, epochs: int) -> list[str]:
     # Dropout, augmentation and momentum are on, so a resume must restore RNG and optimiser state exactly.
     return ["--recipe", "cpu", "--data-root", str(cifar_root), "--no-download", "--run-dir", str(run_dir),
-            "--epochs", str(epochs), "--batch-size", "16", "--test-limit", "20", "--amp", "off", "--seed", "7",
+            "--epochs", str(epochs), "--batch-size", "16", "--eval-limit", "20", "--amp", "off", "--seed", "7",
             "--no-progress"]
 
 
@@ -196,7 +196,7 @@ def test_ctrl_c_says_where_the_last_checkpoint_is_and_exits_130(tmp_path):
 DIE_WHILE_SAVING = r"""
 import io, os, signal, sys
 import torch
-from helpers.checkpoint import save_checkpoint
+from helpers.training.checkpoint import save_checkpoint
 
 real_save = torch.save
 
@@ -240,7 +240,7 @@ def test_kill_while_writing_a_checkpoint_keeps_the_previous_one(tmp_path):
     # ... and it never replaced the previous checkpoint.
     assert_previous_intact(path, digest)
     # The next run on that folder drops the torn temp file and can save again.
-    cli_module.prepare_run_dir(path.parent)
+    runs_module.prepare_run_dir(path.parent)
     assert not tmp.exists()
     save_checkpoint(path, {"epoch": 2})
     assert load_checkpoint(path)["epoch"] == 2
@@ -269,8 +269,8 @@ def test_failed_checkpoint_write_raises_naming_the_path_and_keeps_the_previous(t
 WRITE_PAST_LIMIT = r"""
 import resource, signal, sys
 import torch
-from helpers.checkpoint import save_checkpoint
-from helpers.train import TrainingError
+from helpers.training.checkpoint import save_checkpoint
+from helpers.plumbing.checks import TrainingError
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the process instead of failing the write
 limit = int(sys.argv[2])
@@ -299,8 +299,8 @@ def test_real_write_failure_keeps_the_previous_checkpoint(tmp_path):
 
 
 def cli_main(cifar_root: Path, run_dir: Path, *extra: str) -> int:
-    return main(["--recipe", "cpu", "--data-root", str(cifar_root), "--no-download", "--run-dir", str(run_dir),
-                 "--batch-size", "16", "--train-limit", "32", "--test-limit", "20", "--amp", "off", "--no-progress",
+    return train_command(["--recipe", "cpu", "--data-root", str(cifar_root), "--no-download", "--run-dir", str(run_dir),
+                 "--batch-size", "16", "--train-limit", "32", "--eval-limit", "20", "--amp", "off", "--no-progress",
                  *extra])
 
 
@@ -310,7 +310,7 @@ def no_training(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("training started although the run folder cannot hold its results")
 
-    monkeypatch.setattr(train_module, "train", refuse)
+    monkeypatch.setattr(commands_module, "train", refuse)
 
 
 def _under_a_file(tmp_path: Path) -> Path:

@@ -1,4 +1,4 @@
-"""Atomic writes and folder locks (helpers/files.py)."""
+"""Atomic writes and folder locks (helpers/plumbing/files.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from helpers.files import Busy, atomic_write, atomic_write_json, exclusive_lock, remove_temps, temp_path
+from helpers.plumbing.files import Busy, atomic_write, atomic_write_json, exclusive_lock, remove_temps, temp_path
 
 HOLD = """
 import sys, time
-from helpers.files import exclusive_lock
+from helpers.plumbing.files import exclusive_lock
 with exclusive_lock(sys.argv[1], "the test folder"):
     print("locked", flush=True)
     time.sleep(60)

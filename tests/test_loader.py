@@ -1,4 +1,4 @@
-"""Augmentation, the device-resident loader and the classic DataLoader path (helpers/loader.py)."""
+"""Augmentation, the device-resident loader and the classic DataLoader path (helpers/data/batches.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,18 @@ import torch
 import torch.nn.functional as F
 
 from conftest import real_cifar_root
-from helpers.data import CIFAR10_MEAN, CIFAR10_STD, load_cifar10
-from helpers.loader import GpuLoader, classic_loader, crop_at, normalize, random_crop, random_flip, recipe_loaders
-from helpers.recipes import get_recipe
+from helpers.data import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    DeviceLoader,
+    classic_loader,
+    load_cifar10,
+    normalize,
+    random_crop,
+    random_flip,
+)
+from helpers.data.batches import crop_at
+from helpers.training import get_recipe, recipe_loaders
 
 
 def test_crop_is_a_shifted_window_of_the_reflect_padded_image():
@@ -60,7 +69,7 @@ def test_loader_labels_follow_their_images():
     n = 50
     images = torch.arange(n, dtype=torch.uint8).view(n, 1, 1, 1).repeat(1, 3, 32, 32)
     labels = torch.arange(n) % 10
-    loader = GpuLoader(images, labels, 16, train=True, seed=3, drop_last=False)
+    loader = DeviceLoader(images, labels, 16, shuffle=True, seed=3, drop_last=False)
     loader.size = None
     seen = []
     for _x, y in loader:
@@ -75,31 +84,31 @@ def test_loader_labels_follow_their_images():
 def test_loader_is_reproducible_and_epochs_differ():
     images = torch.randint(0, 256, (100, 3, 32, 32), dtype=torch.uint8)
     labels = torch.randint(0, 10, (100,))
-    a = GpuLoader(images, labels, 25, seed=7)
-    b = GpuLoader(images, labels, 25, seed=7)
+    a = DeviceLoader(images, labels, 25, seed=7)
+    b = DeviceLoader(images, labels, 25, seed=7)
     first_a, first_b = _epoch(a), _epoch(b)
     assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(first_a, first_b))
     second_a = _epoch(a)
     assert not torch.equal(first_a[0][0], second_a[0][0])
     # Resuming at epoch 1 gives epoch 1's batches.
-    c = GpuLoader(images, labels, 25, seed=7)
+    c = DeviceLoader(images, labels, 25, seed=7)
     c.set_epoch(1)
     assert all(torch.equal(x1, x2) for (x1, _), (x2, _) in zip(second_a, _epoch(c)))
-    other = _epoch(GpuLoader(images, labels, 25, seed=8))
+    other = _epoch(DeviceLoader(images, labels, 25, seed=8))
     assert not torch.equal(first_a[0][0], other[0][0])
 
 
 def test_loader_limit_batches_and_test_mode():
     images = torch.randint(0, 256, (100, 3, 32, 32), dtype=torch.uint8)
     labels = torch.randint(0, 10, (100,))
-    train = GpuLoader(images, labels, 32, limit=70)
+    train = DeviceLoader(images, labels, 32, limit=70)
     assert len(train) == 2 and train.num_samples == 64  # drop_last while training
-    test = GpuLoader(images, labels, 32, train=False, limit=70)
+    test = DeviceLoader(images, labels, 32, shuffle=False, limit=70)
     batches = _epoch(test)
     assert len(test) == 3 and sum(len(y) for _, y in batches) == 70
     assert torch.equal(torch.cat([y for _, y in batches]), labels[:70])  # no shuffle at test time
     torch.testing.assert_close(batches[0][0], normalize(images[:32]))  # no augmentation at test time
-    x, _ = next(iter(GpuLoader(images, labels, 8, size=64, channels_last=True)))
+    x, _ = next(iter(DeviceLoader(images, labels, 8, size=64, channels_last=True)))
     assert x.shape == (8, 3, 64, 64) and x.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -109,9 +118,9 @@ def test_loader_limit_batches_and_test_mode():
 def test_loader_rejects_bad_arguments(kwargs, match):
     images = torch.zeros((10, 3, 32, 32), dtype=torch.uint8)
     with pytest.raises(ValueError, match=match):
-        GpuLoader(images, torch.zeros(10, dtype=torch.long), **{"batch_size": 4, **kwargs})
+        DeviceLoader(images, torch.zeros(10, dtype=torch.long), **{"batch_size": 4, **kwargs})
     with pytest.raises(ValueError, match="uint8"):
-        GpuLoader(images.float(), torch.zeros(10, dtype=torch.long))
+        DeviceLoader(images.float(), torch.zeros(10, dtype=torch.long))
 
 
 def test_classic_loader_resize_227(cifar_root):
@@ -128,7 +137,7 @@ def test_classic_loader_resize_227(cifar_root):
 def test_set_epoch_positions_the_next_pass_and_rejects_nonsense():
     images = torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8)
     labels = torch.arange(50) % 10
-    loader = GpuLoader(images, labels, 10, seed=1)
+    loader = DeviceLoader(images, labels, 10, seed=1)
     first, second = _epoch(loader), _epoch(loader)  # each pass is the next epoch
     loader.set_epoch(0)
     assert all(torch.equal(a, b) for (a, _), (b, _) in zip(first, _epoch(loader)))
@@ -140,14 +149,14 @@ def test_set_epoch_positions_the_next_pass_and_rejects_nonsense():
 
 def test_recipe_loaders_follow_the_recipe(cifar_root):
     data = load_cifar10(cifar_root, download=False)
-    recipe = get_recipe("cpu", reduced=False, batch_size=32, train_limit=70, test_limit=15, augment=False)
+    recipe = get_recipe("cpu", reduced=False, batch_size=32, train_limit=70, eval_limit=15, augment=False)
     loaders = recipe_loaders(recipe, data, seed=3)
     train, val, test = loaders
     assert (train.batch_size, train.augment, len(train.images), train.seed) == (32, False, 70, 3)
-    assert not val.train and not test.train and len(test.images) == 15
+    assert not val.shuffle and not test.shuffle and len(test.images) == 15
     x, _ = next(iter(train))
     assert x.shape == (32, 3, 32, 32) and x.is_contiguous(memory_format=torch.channels_last)
-    upstream = get_recipe("upstream", reduced=False, train_limit=8, test_limit=8, batch_size=4)
+    upstream = get_recipe("upstream", reduced=False, train_limit=8, eval_limit=8, batch_size=4)
     x, _ = next(iter(recipe_loaders(upstream, data).train))
     assert x.shape == (4, 3, 227, 227)  # the model's input size decides the resize
     assert recipe_loaders(upstream, data).test.batch_size == 1000 * 32 * 32 // 227**2  # one batch ~ 1000 small images

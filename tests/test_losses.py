@@ -1,4 +1,4 @@
-"""helpers/losses.py: the loss bounds, the exact float64 losses, and loss_gradients against closed-form gradients."""
+"""helpers/training/losses.py: the loss bounds, the exact float64 losses, and loss_gradients against closed-form gradients."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers.losses import LOSSES, compute_loss, loss_gradients, softmax_ce_floor, weight_decay_share
+from helpers.training import compute_loss, loss_gradients, softmax_ce_floor, weight_decay_share
+from helpers.training.losses import LOSSES
 
 
 def reference_gradient(kind: str, z: torch.Tensor, labels: torch.Tensor) -> tuple[float, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""helpers/lr_range.py: the learning-rate range test on tiny synthetic data (notebook 03)."""
+"""helpers/training/lr_range.py: the learning-rate range test on tiny synthetic data (notebook 03)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,13 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from helpers.lr_range import COLUMNS, lr_range_test, plot_lr_range  # noqa: E402
 from helpers.models import build_model  # noqa: E402
-from helpers.recipes import get_recipe  # noqa: E402
+from helpers.training import (
+    get_recipe,  # noqa: E402
+    lr_range_test,
+    plot_lr_range,
+)
+from helpers.training.lr_range import COLUMNS  # noqa: E402
 
 # float32 on every machine (a bf16 CPU would otherwise autocast), the course's SGD, loss and label smoothing
 RECIPE = get_recipe("cpu", reduced=False, amp="off")

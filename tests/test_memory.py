@@ -1,4 +1,4 @@
-"""Reading a process's memory from /proc: its peak, anonymous and file-backed parts (helpers/memory.py)."""
+"""Reading a process's memory from /proc: its peak, anonymous and file-backed parts (helpers/plumbing/memory.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 # A fresh process: in pytest's own, an earlier test's peak would hide the one measured here.
 PROBE = """
 import json, mmap, sys
-from helpers.memory import process_memory
+from helpers.plumbing.memory import process_memory
 steps = [process_memory()]
 block = bytearray(64 * 1024 * 1024)  # 64 MB of heap, written so that its pages are resident
 block[::4096] = b"\\1" * len(block[::4096])

@@ -1,12 +1,12 @@
-"""Reduced-mode switch (helpers/mode.py) and device helper (helpers/device.py)."""
+"""Reduced-mode switch (helpers/course.py) and device helper (helpers/device.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from helpers.course import mode_banner, pick, reduced_mode
 from helpers.device import available_devices, describe_device, pick_device
-from helpers.mode import mode_banner, pick, reduced_mode
 
 
 @pytest.mark.parametrize("ci, ours, expected", [

@@ -9,17 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from helpers.architecture import summarize, total_flops
-from helpers.models import (
-    PRESETS,
-    ModelConfig,
-    build_model,
-    config_from_dict,
-    count_parameters,
-    model_config_dict,
-    model_mode,
-    resolve_config,
-)
+from helpers.models import PRESETS, build_model, config_from_dict, count_parameters, total_flops
+from helpers.models.alexnet import ModelConfig, model_config_dict, model_state, resolve_config
+from helpers.models.summary import summarize
 
 
 @functools.cache
@@ -277,7 +269,7 @@ def test_total_flops_of_the_paper_net_counts_convs_and_matmuls_only():
 
 def test_summarize_restores_training_mode():
     model = build_model("cifar_alexnet_small", input_size=64).train()
-    rows = summarize(model, input_size=64)
+    rows = summarize(model)
     assert model.training is True
     assert rows[0]["output_shape"] == (32, 64, 64)
     assert [r["layer"] for r in rows][-1] == "classifier.7"
@@ -285,11 +277,11 @@ def test_summarize_restores_training_mode():
 
 def test_model_mode_switches_for_the_block_and_restores_even_after_an_error():
     model = build_model("cifar_alexnet_small").train()
-    with model_mode(model, training=False):
+    with model_state(model, training=False):
         assert not model.training and not any(m.training for m in model.modules())
     assert model.training and all(m.training for m in model.modules())
     model.eval()
-    with pytest.raises(RuntimeError, match="inside"), model_mode(model, training=True):
+    with pytest.raises(RuntimeError, match="inside"), model_state(model, training=True):
         assert model.training
         raise RuntimeError("inside")
     assert not model.training

@@ -7,7 +7,7 @@ import torch
 
 
 def test_throughput_and_interleaved_comparison(monkeypatch):
-    from helpers.perf import Setting, compare_throughput, throughput
+    from helpers.speed import Setting, compare_throughput, throughput
 
     tiny = {"width": 0.125, "fc_size": 16}
     frame = compare_throughput([Setting("a", overrides=tiny, batch_size=4), Setting("b", overrides=tiny, batch_size=8,
@@ -30,7 +30,7 @@ def test_comparison_holds_one_step_at_a_time_and_keeps_compiled_ones(monkeypatch
     # compare_throughput must build, time and drop each uncompiled step in turn, interleaved.
     import gc
 
-    import helpers.perf as perf
+    import helpers.speed.measure as perf
 
     alive: dict[int, bool] = {}  # id -> compiled?
     most_alive, built, timed = [0], [], []
@@ -67,9 +67,8 @@ def test_comparison_holds_one_step_at_a_time_and_keeps_compiled_ones(monkeypatch
 
 
 def test_flop_counts_and_peaks():
-    from helpers.architecture import total_flops
-    from helpers.models import build_model
-    from helpers.perf import cpu_peak_flops, gpu_peak_flops, step_flops
+    from helpers.models import build_model, step_flops, total_flops
+    from helpers.speed import cpu_peak_flops, gpu_peak_flops
 
     model = build_model("cifar_alexnet_small")
     flops = step_flops(model)

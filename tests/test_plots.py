@@ -1,4 +1,4 @@
-"""Training-curve plots draw the numbers they are given (helpers/plots.py)."""
+"""Training-curve plots draw the numbers they are given (helpers/training/plots.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers.plots import plot_history  # noqa: E402
+from helpers.training import plot_history  # noqa: E402
 
 HISTORY = [{"epoch": 1, "train_loss": 2.0, "val_loss": 1.6, "train_acc": 30.0, "val_acc": 40.0},
            {"epoch": 2, "train_loss": 1.2, "val_loss": 1.1, "train_acc": 60.0, "val_acc": 62.0}]

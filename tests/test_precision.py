@@ -9,12 +9,11 @@ import pytest
 import torch
 
 import helpers.device as device_module
-from helpers.checkpoint import load_checkpoint
+from helpers.course import seed_everything
+from helpers.data import DeviceLoader
 from helpers.device import amp_dtype, native_bf16
-from helpers.loader import GpuLoader
 from helpers.models import build_model
-from helpers.recipes import Recipe
-from helpers.train import fit, seed_everything
+from helpers.training import Recipe, fit, load_checkpoint
 
 GPUS = {"P100": (6, 0), "V100": (7, 0), "T4": (7, 5), "A100": (8, 0), "L4": (8, 9), "H100": (9, 0)}
 
@@ -68,7 +67,7 @@ def _tiny_fp16_run(tmp_path, monkeypatch, init_scale: float):
     model = build_model("cifar_alexnet_small", dropout=0.0, width=0.25, fc_size=32)  # float16 on a CPU is slow
     start = {k: v.clone() for k, v in model.state_dict().items()}
     recipe = Recipe(epochs=1, batch_size=16, lr=0.05, amp="fp16", channels_last=False, tta=False)
-    history = fit(model, GpuLoader(images, labels, 16), GpuLoader(images, labels, 32, train=False), recipe,
+    history = fit(model, DeviceLoader(images, labels, 16), DeviceLoader(images, labels, 32, shuffle=False), recipe,
                   checkpoint=tmp_path / f"{init_scale}.pt", progress=False)
     return model, start, history, load_checkpoint(tmp_path / f"{init_scale}.pt")["scaler"]
 

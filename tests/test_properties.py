@@ -24,10 +24,9 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from helpers.device import amp_dtype, autocast
-from helpers.losses import compute_loss
 from helpers.models import PRESETS, build_model
-from helpers.recipes import Recipe
-from helpers.train import make_optimizer, make_scheduler
+from helpers.training import Recipe, compute_loss, make_optimizer
+from helpers.training.engine import make_scheduler
 
 # The documented rules, typed in again on purpose (models.py and recipes.py docstrings).
 NORMS, ACTIVATIONS = ("none", "lrn", "batch"), ("relu", "leaky_relu", "gelu")
@@ -298,7 +297,7 @@ def recipe_requests(draw) -> dict:
         "loss": (st.sampled_from(LOSSES), st.sampled_from(["mse", None])),
         "amp": (st.sampled_from(AMP_MODES), st.sampled_from(["fp8", None, True])),
         "train_limit": (st.one_of(st.none(), st.integers(1, 10**6)), st.sampled_from([0, -5, 2.5, "100"])),
-        "test_limit": (st.one_of(st.none(), st.integers(1, 10**6)), st.sampled_from([0, -5, 2.5, "100"])),
+        "eval_limit": (st.one_of(st.none(), st.integers(1, 10**6)), st.sampled_from([0, -5, 2.5, "100"])),
         "model": (st.sampled_from(sorted(PRESETS)), st.sampled_from(["resnet50", "", None, 3, ["cifar_alexnet"]])),
         "model_overrides": (st.one_of(st.just(CHEAP), st.just({**CHEAP, "activation": "gelu", "num_conv": 3})),
                             st.sampled_from([{**CHEAP, "colour": 1}, {**CHEAP, "dropout": 1.5}, "width=0.5", None])),
@@ -332,7 +331,7 @@ def recipe_problems(kwargs: dict) -> set[str]:
     betas = r["betas"]
     if not isinstance(betas, (tuple, list)) or len(betas) != 2 or not all(is_real(b) and 0 <= b < 1 for b in betas):
         bad.add("betas")
-    for name in ("train_limit", "test_limit"):
+    for name in ("train_limit", "eval_limit"):
         if r[name] is not None and (not is_int(r[name]) or r[name] < 1):
             bad.add(name)
     for name in BOOL_KNOBS:

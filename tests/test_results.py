@@ -12,16 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from helpers.recipes import get_recipe  # noqa: E402
-from helpers.results import (  # noqa: E402
-    TIMING_KEYS,
-    describe_run,
-    load_result_records,
-    plot_time_to_accuracy,
-    state_dict_differences,
-    time_to_accuracy_table,
-    without_timing,
-)
+from helpers.speed import benchmark_runs, plot_time_to_accuracy, time_to_accuracy_table  # noqa: E402
+from helpers.training import describe_run, get_recipe, state_dict_differences, without_timing  # noqa: E402
+from helpers.training.runs import TIMING_KEYS  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +36,7 @@ def test_state_dict_differences_and_history_comparison():
 
 
 def test_recorded_results_are_read_and_tabled(tmp_path):
-    assert load_result_records(tmp_path / "absent") == {}
+    assert benchmark_runs(tmp_path / "absent") == {}
     record = {"recipe": "cpu", "seed": 0, "device": "cpu", "history": [{"test_acc": 80.0, "train_seconds_total": 100.0},
                                                                         {"test_acc": 86.0, "train_seconds_total": 200.0}],
               "time_to": {"81.37": 200.0, "90": None}}
@@ -52,9 +45,9 @@ def test_recorded_results_are_read_and_tabled(tmp_path):
     (tmp_path / "broken.json").write_text("{not json")
     # a recipe search's records have a recipe and a history too, but monitor validation: not shown as test runs
     (tmp_path / "cpu_recipe_search.json").write_text(json.dumps([{"recipe": {}, "history": [{"val_acc": 80.0}]}]))
-    found = load_result_records(tmp_path)
+    found = benchmark_runs(tmp_path)
     assert list(found) == ["time_to_accuracy_cpu.json"]
-    assert list(load_result_records(tmp_path, "*.json")) == ["cpu_recipe_search.json", "time_to_accuracy_cpu.json"]
+    assert list(benchmark_runs(tmp_path, "*.json")) == ["cpu_recipe_search.json", "time_to_accuracy_cpu.json"]
     table = time_to_accuracy_table(found["time_to_accuracy_cpu.json"])
     assert table.loc[0, "final test_acc %"] == 86.0 and table.loc[0, "epochs"] == 2
     assert table.loc[0, "s to 81.37%"] == 200.0
@@ -102,7 +95,7 @@ def test_describe_run_names_the_settings():
 
 
 def test_recipe_search_table_compares_each_idea_with_the_base_of_its_seed():
-    from helpers.results import recipe_search_table
+    from helpers.speed import recipe_search_table
 
     def rec(idea, seed, acc, change=None):
         return {"idea": idea, "seed": seed, "val_acc": acc, "val_acc_tta": acc + 0.5, "change": change or {},

@@ -1,5 +1,5 @@
-"""Running and reading the ablation sweep: helpers/sweep.py (runner, records, shards, jobs, command line) and
-helpers/sweep_report.py (summary, verdict, chart)."""
+"""Running and reading the ablation sweep: helpers/ablation/runner.py (runner, records, shards, jobs, command line) and
+helpers/ablation/report.py (summary, verdict, chart)."""
 
 from __future__ import annotations
 
@@ -13,23 +13,28 @@ import pytest
 import torch
 
 from conftest import make_cifar_folder
-from helpers import sweep
-from helpers.ablation import BASELINE, select_variants, variant_by_name, variant_recipe
-from helpers.checks import TrainingError
-from helpers.data import load_cifar10
-from helpers.paths import results_dir, runs_dir
-from helpers.sweep import main, plan_runs, recorded_runs, run_sweep
-from helpers.sweep_report import plot_differences, plot_sweep, summarize_sweep, t95
-from helpers.sweep_store import (
+from helpers import commands
+from helpers.ablation import (
+    BASELINE,
     default_output,
-    load_records,
-    merge_shards,
-    parse_shard,
-    read_records,
-    shard_output,
-    split_shard,
+    plot_differences,
+    plot_sweep,
+    recorded_runs,
+    run_sweep,
+    select_variants,
+    summarize_sweep,
+    variant_by_name,
+    variant_recipe,
 )
-from helpers.train import History
+from helpers.ablation import runner as sweep
+from helpers.ablation.report import t95
+from helpers.ablation.runner import plan_runs
+from helpers.ablation.store import merge_shards, parse_shard, read_sweep_file, shard_output, split_shard, sweep_records
+from helpers.commands import ablation_command
+from helpers.course import results_dir, runs_dir
+from helpers.data import load_cifar10
+from helpers.plumbing.checks import TrainingError
+from helpers.training.engine import History
 
 
 def test_shards_partition_the_runs():
@@ -101,7 +106,7 @@ def test_sweep_records_resumes_and_survives_divergence(tmp_path):
     records = run_sweep(variants, seeds=(0, 1), out=out, full=False, data=fake_data(), device="cpu",
                         progress=False, train_fn=fake)
     assert len(fake.calls) == 6 and len(records) == 6
-    saved = read_records(out)
+    saved = read_sweep_file(out)
     assert [(r["variant"], r["seed"]) for r in saved] == [(v.name, s) for s in (0, 1) for v in variants]
     first = saved[0]
     for key in ("variant", "group", "seed", "val_acc", "test_acc", "test_acc_tta", "train_seconds", "epochs", "images",
@@ -117,7 +122,7 @@ def test_sweep_records_resumes_and_survives_divergence(tmp_path):
     assert len(run_sweep(variants, (0, 1), out, full=False, data=fake_data(), progress=False, train_fn=again)) == 6
     assert again.calls == []
     run_sweep(variants, (0, 1), out, full=False, data=fake_data(), progress=False, train_fn=again, resume=False)
-    assert len(again.calls) == 6 and len(read_records(out)) == 6
+    assert len(again.calls) == 6 and len(read_sweep_file(out)) == 6
     # A full-size run of the same variant is a different experiment: refused in the same file, never mixed.
     full = FakeTrain()
     with pytest.raises(ValueError, match="other settings.*never mixes"):
@@ -127,7 +132,7 @@ def test_sweep_records_resumes_and_survives_divergence(tmp_path):
     assert len(full.calls) == 1
     # resume=False starts those variants afresh: their records of other settings are replaced, never mixed.
     run_sweep([BASELINE], (0,), out, full=True, data=fake_data(), progress=False, train_fn=full, resume=False)
-    baseline = [r for r in read_records(out) if r["variant"] == "baseline"]
+    baseline = [r for r in read_sweep_file(out) if r["variant"] == "baseline"]
     assert len(full.calls) == 2 and len(baseline) == 1 and baseline[0]["reduced"] is False
 
 
@@ -137,7 +142,7 @@ def test_shard_files_are_read_back_together(tmp_path):
     for i in range(2):
         run_sweep(variants, (0, 1), tmp_path / f"ablations-shard{i + 1}of2.json", full=False, shard=(i, 2),
                   data=fake_data(), progress=False, train_fn=FakeTrain())
-    records = load_records(out)
+    records = sweep_records(out)
     assert sorted((r["variant"], r["seed"]) for r in records) == sorted(
         (v.name, s) for v in variants for s in (0, 1))
 
@@ -164,23 +169,23 @@ def test_merge_writes_the_shards_into_one_file(tmp_path):
                   progress=False, train_fn=FakeTrain())
     assert not out.exists()
     merged = merge_shards(out)
-    assert sorted(r["variant"] for r in read_records(out)) == sorted(r["variant"] for r in merged) == \
+    assert sorted(r["variant"] for r in read_sweep_file(out)) == sorted(r["variant"] for r in merged) == \
         sorted(v.name for v in variants)
     assert len(merge_shards(out)) == len(merged)  # merging twice adds nothing
 
 
 def test_jobs_run_shards_in_parallel_processes_and_merge(sweep_cifar_root, tmp_path, capsys):
     out = tmp_path / "sweep.json"
-    code = main(["--reduced", "--jobs", "2", "--groups", "augment", "--seeds", "0", "--out", str(out),
+    code = ablation_command(["--reduced", "--jobs", "2", "--groups", "augment", "--seeds", "0", "--out", str(out),
                  "--data-root", str(sweep_cifar_root), "--device", "cpu"])
     text = capsys.readouterr().out
     assert code == 0, text
     assert "job 1/2: shard 1/2" in text and "job 2/2: shard 2/2" in text
     assert (tmp_path / "sweep-shard1of2.json").is_file() and (tmp_path / "sweep-shard2of2.json").is_file()
-    records = read_records(out)
+    records = read_sweep_file(out)
     assert sorted(r["variant"] for r in records) == ["baseline", "no_augment"]
     assert all(r["status"] in ("ok", "collapsed") and r["reduced"] for r in records)  # tiny data: near chance
-    assert main(["--jobs", "0", "--out", str(out)]) == 2 and "--jobs" in capsys.readouterr().out
+    assert ablation_command(["--jobs", "0", "--out", str(out)]) == 2 and "--jobs" in capsys.readouterr().out
 
 
 def test_summary_of_a_partial_shard():
@@ -193,10 +198,10 @@ def test_broken_results_file_is_reported(tmp_path):
     bad = tmp_path / "a.json"
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="not valid JSON"):
-        read_records(bad)
+        read_sweep_file(bad)
     bad.write_text(json.dumps({"history": []}))
     with pytest.raises(ValueError, match="list of sweep records"):
-        read_records(bad)
+        read_sweep_file(bad)
 
 
 def record(variant: str, seed: int, acc: float | None, reduced: bool = True, status: str = "ok") -> dict:
@@ -268,28 +273,28 @@ def test_real_training_on_a_tiny_dataset(sweep_cifar_root, tmp_path):
 
 def test_cli(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit) as exit_:
-        main(["--help"])
+        ablation_command(["--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
     for option in ("--full", "--reduced", "--seeds", "--groups", "--out", "--shard", "--no-resume"):
         assert option in text
-    assert main(["--list"]) == 0
+    assert ablation_command(["--list"]) == 0
     assert "input_227" in capsys.readouterr().out
-    assert main(["--shard", "9/2", "--out", str(tmp_path / "x.json")]) == 2
+    assert ablation_command(["--shard", "9/2", "--out", str(tmp_path / "x.json")]) == 2
     assert "shard" in capsys.readouterr().out
-    monkeypatch.setattr(sweep, "run_sweep", lambda *a, **k: [record("baseline", 0, 50.0), record("bce_softmax", 0, 40.0)])
-    monkeypatch.setattr("helpers.data.load_cifar10", lambda *a, **k: fake_data())
-    assert main(["--reduced", "--groups", "loss", "--seeds", "0", "--out", str(tmp_path / "y.json")]) == 0
+    monkeypatch.setattr(commands, "run_sweep", lambda *a, **k: [record("baseline", 0, 50.0), record("bce_softmax", 0, 40.0)])
+    monkeypatch.setattr(commands, "load_cifar10", lambda *a, **k: fake_data())
+    assert ablation_command(["--reduced", "--groups", "loss", "--seeds", "0", "--out", str(tmp_path / "y.json")]) == 0
     out = capsys.readouterr().out
     assert "3 runs (3 variants x 1 seeds)" in out and "BCE on softmax" in out
 
 
 def test_an_out_that_is_a_folder_or_not_json_is_refused_by_name(tmp_path, capsys):
-    assert main(["--reduced", "--groups", "loss", "--out", str(tmp_path)]) == 2
+    assert ablation_command(["--reduced", "--groups", "loss", "--out", str(tmp_path)]) == 2
     assert f"{tmp_path} is a folder" in capsys.readouterr().out
     binary = tmp_path / "photo.json"
     binary.write_bytes(bytes(range(256)))
-    assert main(["--reduced", "--groups", "loss", "--out", str(binary)]) == 2
+    assert ablation_command(["--reduced", "--groups", "loss", "--out", str(binary)]) == 2
     assert f"{binary} is not valid JSON" in capsys.readouterr().out and binary.read_bytes() == bytes(range(256))
 
 
@@ -327,10 +332,10 @@ def test_a_second_sweep_on_the_same_file_is_refused_while_the_first_writes(tmp_p
     import subprocess
     import sys
 
-    from helpers.files import Busy
+    from helpers.plumbing.files import Busy
 
     out = tmp_path / "sweep.json"
-    hold = ("import sys\nfrom helpers.files import exclusive_lock\n"
+    hold = ("import sys\nfrom helpers.plumbing.files import exclusive_lock\n"
             "with exclusive_lock(sys.argv[1], 'x'):\n    print('locked', flush=True)\n    sys.stdin.read()\n")
     holder = subprocess.Popen([sys.executable, "-c", hold, str(tmp_path / ".sweep.json.lock")],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -347,8 +352,8 @@ def test_a_second_sweep_on_the_same_file_is_refused_while_the_first_writes(tmp_p
 
 
 def test_a_stopped_run_continues_from_its_epoch_checkpoint(sweep_cifar_root, tmp_path, monkeypatch):
-    from helpers import paths
-    from helpers.train import train
+    from helpers.ablation import runner as paths
+    from helpers.training import train
 
     monkeypatch.setattr(paths, "runs_dir", lambda: tmp_path / "runs")
     data = load_cifar10(sweep_cifar_root, download=False)
@@ -364,7 +369,7 @@ def test_a_stopped_run_continues_from_its_epoch_checkpoint(sweep_cifar_root, tmp
     with pytest.raises(KeyboardInterrupt):
         run_sweep([BASELINE], (0,), out, full=False, data=data, device="cpu", progress=False, train_fn=stopped)
     checkpoint = sweep.checkpoint_path(out, BASELINE, 0, variant_recipe(BASELINE, full=False))
-    assert checkpoint.is_file() and read_records(out) == []
+    assert checkpoint.is_file() and read_sweep_file(out) == []
     continued = run_sweep([BASELINE], (0,), out, full=False, data=data, device="cpu", progress=False)
     assert not checkpoint.exists()  # recorded, so the checkpoint is gone
     for key in ("val_acc", "val_acc_tta", "test_acc", "epochs_done", "images"):

@@ -1,4 +1,4 @@
-"""The training engine, recipes and command line (helpers/train.py, helpers/recipes.py)."""
+"""The training engine, recipes and command line (helpers/training/, helpers/commands.py)."""
 
 from __future__ import annotations
 
@@ -11,23 +11,22 @@ import pytest
 import torch
 
 from conftest import real_cifar_root
-from helpers.checkpoint import load_checkpoint
-from helpers.cli import main
+from helpers.commands import train_command
+from helpers.course import REDUCED, seed_everything
+from helpers.data import DeviceLoader
 from helpers.device import amp_dtype
-from helpers.loader import GpuLoader
-from helpers.losses import compute_loss
-from helpers.mode import REDUCED
 from helpers.models import build_model
-from helpers.recipes import Recipe, get_recipe, upstream_timing_batch
-from helpers.results import without_timing
-from helpers.train import TrainingError, fit, lr_factor, make_optimizer, param_groups, seed_everything
+from helpers.plumbing.checks import TrainingError
+from helpers.speed import upstream_timing_batch
+from helpers.training import Recipe, compute_loss, fit, get_recipe, load_checkpoint, make_optimizer, without_timing
+from helpers.training.engine import lr_factor, param_groups
 
 
 def tiny_loaders(n: int = 128, seed: int = 0):
     gen = torch.Generator().manual_seed(123)
     images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=gen)
     labels = torch.randint(0, 10, (n,), generator=gen)
-    return (GpuLoader(images, labels, 32, seed=seed), GpuLoader(images[:64], labels[:64], 32, train=False))
+    return (DeviceLoader(images, labels, 32, seed=seed), DeviceLoader(images[:64], labels[:64], 32, shuffle=False))
 
 
 def tiny_recipe(**changes) -> Recipe:
@@ -57,7 +56,7 @@ def test_history_has_every_metric():
 def test_the_test_set_is_scored_once_after_the_last_epoch():
     model = build_model("cifar_alexnet_small")
     train, val = tiny_loaders()
-    test = GpuLoader(val.images[:32].cpu(), val.labels[:32].cpu(), 16, train=False)
+    test = DeviceLoader(val.images[:32].cpu(), val.labels[:32].cpu(), 16, shuffle=False)
     history = fit(model, train, val, tiny_recipe(epochs=2), test_loader=test, device="cpu", progress=False)
     assert "test_acc" not in history[0] and {"test_loss", "test_acc", "test_acc_tta"} <= set(history[1])
     monitored = fit(build_model("cifar_alexnet_small"), train, test, tiny_recipe(epochs=1), monitor="test",
@@ -228,18 +227,13 @@ def test_named_recipes_and_reduced_mode(monkeypatch):
         get_recipe("fast")
 
 
-def test_old_names_of_the_upstream_recipe_still_work_with_a_warning():
-    with pytest.warns(DeprecationWarning, match="'seed' is now called 'upstream'"):
-        old = get_recipe("seed", reduced=False)
-    assert old == get_recipe("upstream", reduced=False)
-    with pytest.warns(DeprecationWarning, match="'seed_3conv' is now called 'upstream_3conv'"):
-        assert build_model("seed_3conv").config == build_model("upstream_3conv").config
+def test_the_upstream_model_is_timed_at_its_own_batch_on_a_gpu_and_a_smaller_one_on_a_cpu():
     assert upstream_timing_batch("cpu") == 16
     assert upstream_timing_batch("cuda") == 128
 
 
 def test_get_recipe_returns_a_copy_validated_once(monkeypatch):
-    import helpers.recipes as recipes
+    import helpers.training.recipes as recipes
 
     calls = []
     real = recipes.check_recipe
@@ -255,8 +249,8 @@ def test_get_recipe_returns_a_copy_validated_once(monkeypatch):
 
 
 def cli(cifar_root, tmp_path, *extra):
-    return main(["--data-root", str(cifar_root), "--no-download", "--run-dir", str(tmp_path / "run"),
-                 "--batch-size", "16", "--test-limit", "20", "--no-progress", "--amp", "off", *extra])
+    return train_command(["--data-root", str(cifar_root), "--no-download", "--run-dir", str(tmp_path / "run"),
+                 "--batch-size", "16", "--eval-limit", "20", "--no-progress", "--amp", "off", *extra])
 
 
 def test_cli_end_to_end_and_resume(cifar_root, tmp_path, monkeypatch, capsys):
@@ -279,7 +273,7 @@ def test_cli_end_to_end_and_resume(cifar_root, tmp_path, monkeypatch, capsys):
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
     # The same flags, or none at all (the checkpoint's own recipe and seed), continue it.
     assert cli(cifar_root, tmp_path, "--epochs", "2", "--resume") == 0
-    assert main(["--data-root", str(cifar_root), "--no-download", "--run-dir", str(run_dir), "--resume",
+    assert train_command(["--data-root", str(cifar_root), "--no-download", "--run-dir", str(run_dir), "--resume",
                  "--no-progress"]) == 0
     assert "with its own recipe 'cpu' and seed 0" in capsys.readouterr().out
     assert [r["epoch"] for r in json.loads((run_dir / "history.json").read_text())] == [1, 2]
@@ -292,7 +286,7 @@ def test_resume_without_a_checkpoint_says_so_and_writes_nothing(cifar_root, tmp_
 
 
 def test_a_second_run_into_a_busy_run_folder_is_refused_with_the_holders_pid(cifar_root, tmp_path, capsys):
-    from helpers.files import exclusive_lock
+    from helpers.plumbing.files import exclusive_lock
 
     (tmp_path / "run").mkdir()
     with exclusive_lock(tmp_path / "run" / ".lock", "the run folder"):
@@ -316,7 +310,7 @@ def test_bad_devices_batches_and_checkpoints_end_in_clear_errors(cifar_root, tmp
     assert not (tmp_path / "b" / "run").exists()  # refused before anything was written
     (tmp_path / "bare").mkdir()
     torch.save(build_model("cifar_alexnet_small").state_dict(), tmp_path / "bare" / "checkpoint.pt")
-    assert main(["--data-root", str(cifar_root), "--no-download", "--run-dir", str(tmp_path / "bare"), "--resume"]) == 2
+    assert train_command(["--data-root", str(cifar_root), "--no-download", "--run-dir", str(tmp_path / "bare"), "--resume"]) == 2
     assert "not a checkpoint of this course's engine" in capsys.readouterr().out
     with pytest.raises(TrainingError, match="bare state_dict"):
         load_checkpoint(tmp_path / "bare" / "checkpoint.pt", build_model("cifar_alexnet_small"))
@@ -325,17 +319,17 @@ def test_bad_devices_batches_and_checkpoints_end_in_clear_errors(cifar_root, tmp
 def test_cli_errors(cifar_root, tmp_path, capsys):
     assert cli(cifar_root, tmp_path, "--model", "resnet50") == 2
     assert "unknown" in capsys.readouterr().out.lower()
-    assert main(["--data-root", str(tmp_path / "nothing"), "--no-download", "--run-dir", str(tmp_path / "r")]) == 2
+    assert train_command(["--data-root", str(tmp_path / "nothing"), "--no-download", "--run-dir", str(tmp_path / "r")]) == 2
     assert "CIFAR10_ROOT" in capsys.readouterr().out
     blocked = tmp_path / "file"
     blocked.write_text("not a folder")
-    assert main(["--data-root", str(cifar_root), "--run-dir", str(blocked / "run")]) == 2
+    assert train_command(["--data-root", str(cifar_root), "--run-dir", str(blocked / "run")]) == 2
     assert "cannot create the run folder" in capsys.readouterr().out
 
 
 def test_cli_help_documents_every_option(capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["--help"])
+        train_command(["--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
     for option in ("--recipe", "--model", "--epochs", "--lr", "--resume", "--amp", "--loss", "--run-dir"):
@@ -345,7 +339,7 @@ def test_cli_help_documents_every_option(capsys):
 @pytest.mark.skipif(real_cifar_root() is None, reason="needs the prepared CIFAR-10 copy in $CIFAR10_ROOT")
 def test_cli_on_the_prepared_copy_in_reduced_mode(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ALEXNET_REDUCED", "1")
-    code = main(["--data-root", str(real_cifar_root()), "--no-download", "--run-dir", str(tmp_path / "real"),
+    code = train_command(["--data-root", str(real_cifar_root()), "--no-download", "--run-dir", str(tmp_path / "real"),
                  "--no-progress", "--recipe", "cpu"])
     assert code == 0
     metrics = json.loads((tmp_path / "real" / "metrics.json").read_text())

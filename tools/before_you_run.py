@@ -21,12 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tools"))
 
-from sync_links import write_notebook  # noqa: E402  (tools/ is on sys.path for a script)
-
-from helpers.results import NOTEBOOK_COSTS, notebook_costs  # noqa: E402
+from lab_check import BINDER_KERNEL_ANON_MB  # noqa: E402  (tools/ is on sys.path for a script)
+from notebook_memory import NOTEBOOK_COSTS, notebook_costs  # noqa: E402
+from sync_links import write_notebook  # noqa: E402
 
 MARK = "## Before you run"
-BINDER_KERNEL_MB = 1800  # of Binder's 2 GB, what the kernel may hold beside the Jupyter server (tools/lab_check.py)
 # torch's CUDA build allocates this much more on import than Binder's CPU-only build (358 vs 211 MB, measured with
 # torch 2.13: docs/maintaining.md, Binder memory), so a peak measured with it errs high by as much on Binder.
 CUDA_BUILD_EXTRA_MB = 147
@@ -72,16 +71,17 @@ def cell_text(number: str, costs: dict[str, dict]) -> str:
                      f"{measured['data']}, {measured['date']}. The GPU figures are estimates, not measurements: {basis}.")
     on_binder = {m: e["peak_anon_mb"] - (CUDA_BUILD_EXTRA_MB if "+cu" in e.get("torch", "") else 0)
                  for m, e in (("full", full), ("reduced", reduced)) if e}
-    too_big = [m for m, mb in on_binder.items() if mb > BINDER_KERNEL_MB]
-    close = [m for m, mb in on_binder.items() if BINDER_KERNEL_MB - 150 < mb <= BINDER_KERNEL_MB]
+    too_big = [m for m, mb in on_binder.items() if mb > BINDER_KERNEL_ANON_MB]
+    close = [m for m, mb in on_binder.items() if BINDER_KERNEL_ANON_MB - 150 < mb <= BINDER_KERNEL_ANON_MB]
     if too_big or close:
         lines.append("")
     if too_big:
         lines.append(f"**Binder:** in {' and '.join(too_big)} mode this kernel holds more than the "
-                     f"{BINDER_KERNEL_MB:,} MB a 2 GB Binder session leaves it; run it on Colab or your own machine.")
+                     f"{BINDER_KERNEL_ANON_MB:,} MB a 2 GB Binder session leaves it; run it on Colab or your own machine.")
     elif close:
         lines.append(f"**Binder:** in {' and '.join(close)} mode this kernel comes within 150 MB of the "
-                     f"{BINDER_KERNEL_MB:,} MB a 2 GB Binder session leaves it (about {max(on_binder[m] for m in close):,.0f} MB "
+                     f"{BINDER_KERNEL_ANON_MB:,} MB a 2 GB Binder session leaves it "
+                     f"(about {max(on_binder[m] for m in close):,.0f} MB "
                      f"with Binder's CPU-only torch, which takes about {CUDA_BUILD_EXTRA_MB} MB less than the CUDA build "
                      "measured here): if the kernel restarts, use reduced mode there.")
     lines += ["", "**Reduced mode** runs every cell on a slice of the data in a few minutes; its numbers are a smoke test, "

@@ -12,7 +12,7 @@ and the kernel is idle, then checks:
   Dropdown of each `interact` really re-runs its function when changed;
 - plots render (output <img> elements with a decoded width), in notebooks whose committed copy has plots;
 - with --max-anon-mb, the kernel's peak anonymous memory (its heap: what cannot be dropped and re-read
-  from disk, helpers.memory) stays under the limit;
+  from disk, helpers.plumbing.memory) stays under the limit;
 
 and saves screenshots of each notebook after the run to screenshots/ (ignored by git).
 
@@ -41,7 +41,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from helpers.memory import process_memory
+from helpers.plumbing.memory import process_memory
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -235,7 +235,7 @@ def api(port: int, token: str, path: str, method: str = "GET") -> object:
 
 
 def kernel_memory(runtime_dir: Path) -> dict[str, float] | None:
-    """Memory (helpers.memory.process_memory, MB) of the kernel started by our server, read from /proc (Linux)."""
+    """Memory (helpers.plumbing.memory.process_memory, MB) of the kernel started by our server, read from /proc (Linux)."""
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")

@@ -2,7 +2,7 @@
 """Run a notebook cell by cell in a fresh kernel and print how much memory the kernel holds after each cell.
 
 For each code cell: its seconds, the kernel's resident memory (RSS), its peak so far (VmHWM), and the
-anonymous part of that peak, the kernel's own heap and tensors (helpers.memory), which is what has to
+anonymous part of that peak, the kernel's own heap and tensors (helpers.plumbing.memory), which is what has to
 fit in a Binder session (2 GB for the kernel and the Jupyter server together). This finds the cell
 that would restart a Binder kernel; tools/lab_check.py enforces the limit on reduced mode in CI, and
 this script measures full mode, which CI cannot afford.
@@ -19,6 +19,8 @@ Exit status: 0 no error output and under --max-anon-mb, 1 otherwise.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,7 +29,7 @@ import nbformat
 from lab_check import nbval_marked  # the same rule as the browser test (tools/ is on sys.path for a script)
 from nbclient import NotebookClient
 
-from helpers.memory import process_memory
+from helpers.plumbing.memory import process_memory
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -86,10 +88,9 @@ def record(out: Path, name: str, seconds: float, memory: dict) -> None:
 
     import torch
 
-    from helpers.data import dataset_label
+    from helpers.course import reduced_mode
+    from helpers.data.cifar10 import dataset_label
     from helpers.device import describe_device, pick_device
-    from helpers.mode import reduced_mode
-    from helpers.results import record_notebook_cost
 
     mode = "reduced" if reduced_mode() else "full"
     record_notebook_cost(out, name, mode, {
@@ -97,6 +98,33 @@ def record(out: Path, name: str, seconds: float, memory: dict) -> None:
         "device": describe_device(pick_device()), "torch": torch.__version__, "data": dataset_label(),
         "date": datetime.now(timezone.utc).date().isoformat()})
     print(f"recorded {name} ({mode} mode) in {out}")
+
+
+NOTEBOOK_COSTS = "notebook_costs_cpu.json"
+
+
+def notebook_costs(path: str | os.PathLike | None = None) -> dict[str, dict[str, dict]]:
+    """Measured cost of each notebook's "Run all": {"03": {"full": {seconds, peak_mb, ...}, "reduced": {...}}} (README)."""
+    from helpers.course import results_dir
+
+    path = Path(path) if path is not None else results_dir() / NOTEBOOK_COSTS
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text()).get("notebooks", {})
+
+
+def record_notebook_cost(path: str | os.PathLike, notebook: str, mode: str, entry: dict) -> None:
+    """Store one notebook's measured "Run all" (seconds, memory, machine) under its number and mode, atomically (tools)."""
+    from helpers.plumbing.checks import one_of
+    from helpers.plumbing.files import atomic_write_json
+
+    one_of("mode", mode, ("full", "reduced"))
+    path = Path(path)
+    data = json.loads(path.read_text()) if path.is_file() else {}
+    data.setdefault("what", 'seconds and kernel memory of a "Run all" of each notebook in a fresh kernel '
+                            "(tools/notebook_memory.py --record), per mode")
+    data.setdefault("notebooks", {}).setdefault(notebook[:2], {})[mode] = entry
+    atomic_write_json(path, data)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ BINDER_BADGE = "https://mybinder.org/badge_logo.svg"
 README_START, README_END = "<!-- LAUNCH -->", "<!-- /LAUNCH -->"
 BADGE_LINE = re.compile(r"^\[!\[Open In Colab\]")
 INSTALL_LINE = re.compile(r"^(?P<indent>\s*)%pip install .*git\+")
-SETUP_MARK = "from helpers.notebook import start"
+SETUP_MARK = "from helpers.course import start"
 GUARD = 'if "google.colab" in sys.modules:'
 # The setup cell after its install line. A failed install is explained here, in words and with what to do, instead of
 # a ModuleNotFoundError (or a NameError two cells later) that says nothing about Colab, forks or uploads.
@@ -132,7 +132,7 @@ def _set_lines(cell: dict, lines: list[str]) -> None:
 
 
 def setup_cell(nb: dict) -> dict | None:
-    """The notebook's setup cell: the first code cell, which calls helpers.notebook.start()."""
+    """The notebook's setup cell: the first code cell, which calls helpers.course.start()."""
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     return code[0] if code and SETUP_MARK in "".join(code[0]["source"]) else None
 
