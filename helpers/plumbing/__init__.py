@@ -1,0 +1,1 @@
+"""Plumbing: input checks, atomic files and locks, the downloader, process memory. Imports nothing from the course."""
