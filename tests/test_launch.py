@@ -92,8 +92,11 @@ def test_a_failed_install_stops_the_setup_cell_with_what_to_do(monkeypatch: pyte
         m.setitem(sys.modules, "helpers.course", None)  # as if the package were not installed
         exec(compile(code, "setup cell", "exec"), {})
     message = str(stop.value)
-    for words in ("not installed", "On Colab", "%pip line above failed", "fork", ".zip", 'pip install -e ".[notebooks]"'):
-        assert words in message, words
+    assert "not installed" in message and message.endswith(f"/README.md#{sync_links.README_HELP}")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")  # the section it points at says what to do
+    section = readme[readme.index("### If the setup cell fails"):].split("\n## ")[0]
+    for words in ("On Colab", "`%pip` line", "fork", ".zip", 'pip install -e ".[notebooks]"'):
+        assert words in section, words
     namespace: dict = {}  # installed: the same lines import start() and raise nothing
     exec(compile(code.replace("device = start()", ""), "setup cell", "exec"), namespace)
     assert callable(namespace["start"])
@@ -107,7 +110,7 @@ def test_the_repository_url_is_written_only_where_sync_links_writes_it():
     for path in NOTEBOOKS:
         nb = json.loads(path.read_text(encoding="utf-8"))
         rest = [line for c in nb["cells"] for line in "".join(c["source"]).split("\n")
-                if line not in (launch.badges(path.name), launch.install())]
+                if line not in (launch.badges(path.name), launch.install(), launch.setup_help())]
         assert launch.slug not in "\n".join(rest), path.name
     others = [ROOT / "environment.yml", ROOT / ".ci" / "run", *(ROOT / "binder").iterdir(), *(ROOT / "helpers").glob("*.py")]
     for path in others:
@@ -329,26 +332,28 @@ def test_every_notebook_says_what_run_all_costs_above_its_setup_cell():
         texts = ["".join(c["source"]) for c in nb["cells"]]
         at = next(i for i, t in enumerate(texts) if t.startswith(before_you_run.MARK))
         assert at < nb["cells"].index(sync_links.setup_cell(nb)), path.name
-        assert "%env ALEXNET_REDUCED=1" in texts[at] and "estimate" in texts[at], path.name
+        assert "%env ALEXNET_REDUCED=1" in texts[at] and "GPU is optional" in texts[at], path.name
+        assert len(texts[at].splitlines()) == 1 and "|" not in texts[at], "one paragraph for the learner, no table"
 
 
-def test_the_before_you_run_cell_is_written_from_the_record(tmp_path: Path):
+def test_the_before_you_run_line_and_the_docs_table_are_written_from_the_record(tmp_path: Path):
     from notebook_memory import notebook_costs, record_notebook_cost
 
     entry = {"seconds": 800, "peak_mb": 2300, "peak_anon_mb": 1900, "device": "device=cpu | a CPU", "torch": "2.x",
              "data": "CIFAR-10 (JPEG mirror)", "date": "2026-11-30"}
-    text = before_you_run.cell_text("03", {"full": entry})
-    assert "| full mode, 2-core CPU (measured) | 13 min | 2.2 GB (1.9 GB) |" in text
-    assert "| reduced mode, 2-core CPU (measured) | not measured yet" in text
-    assert "estimates, not measurements" in text and "**Binder:** in full mode" in text
-    near = before_you_run.cell_text("03", {"full": {**entry, "peak_anon_mb": 1900, "torch": "2.14.1+cu130"}})
-    assert "within 150 MB" in near and "about 1,753 MB" in near  # the CUDA build's extra import memory taken off
+    text = before_you_run.cell_text({"full": entry})
+    assert text.startswith("**Before you run.** *Run all* took 13 min on a 2-core CPU (`results/notebook_costs_cpu.json`, "
+                           "2026-11-30)") and "On Binder" in text
+    assert "On Binder" not in before_you_run.cell_text({"full": {**entry, "torch": "2.14.1+cu130"}})  # 1,753 MB there
+    assert "has not been timed yet" in before_you_run.cell_text({})
     out = tmp_path / "costs.json"
     record_notebook_cost(out, "03_training.ipynb", "full", entry)
     record_notebook_cost(out, "03_training.ipynb", "reduced", {**entry, "seconds": 60, "peak_anon_mb": 900})
     costs = notebook_costs(out)
     assert costs["03"]["full"]["seconds"] == 800 and costs["03"]["reduced"]["seconds"] == 60
-    assert "Binder" not in before_you_run.cell_text("01", {"reduced": costs["03"]["reduced"]})
+    table = before_you_run.memory_table(costs)
+    assert "| 03 | full | 13 min | 2,300 MB | 1,900 MB | 1,900 MB | device=cpu, a CPU; 2026-11-30 |" in table
+    assert "| 03 | reduced | 60 s |" in table
     with pytest.raises(ValueError, match="mode"):
         record_notebook_cost(out, "03_training.ipynb", "fast", entry)
 
@@ -376,5 +381,5 @@ def test_on_colab_a_failed_install_ends_the_setup_cell_with_what_to_do(tmp_path:
     text = "\n".join(o.get("text", "") + o.get("evalue", "") for o in outputs)
     errors = [o for o in outputs if o.output_type == "error"]
     assert errors and errors[0].ename == "SystemExit", text  # one short error, not a traceback from inside helpers
-    for words in ("not installed", "%pip line above failed", "fork", "pip install -e"):
+    for words in ("not installed", "README.md#if-the-setup-cell-fails"):
         assert words in text, (words, text)

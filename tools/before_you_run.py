@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
-"""Write each notebook's "Before you run" cell: what "Run all" costs, measured, and the line that switches to reduced mode.
+"""Write each notebook's "Before you run" line and the memory table of docs/maintaining.md from the measured record.
 
-    python tools/before_you_run.py            # rewrite the cells from results/notebook_costs_cpu.json
-    python tools/before_you_run.py --check    # change nothing; exit 1 if a cell differs from what would be written
+    python tools/before_you_run.py            # rewrite them from results/notebook_costs_cpu.json
+    python tools/before_you_run.py --check    # change nothing; exit 1 if anything differs from what would be written
 
-The CPU figures come from results/notebook_costs_cpu.json, which `tools/notebook_memory.py --record` writes after
-running a notebook in a fresh kernel (full mode: ALEXNET_REDUCED=0; reduced mode: ALEXNET_REDUCED=1). The GPU
-figures are estimates until a GPU run records them, and the cell says so. The cell sits right under the title cell and
-starts with MARK; everything in it is generated, so edit this script or the record, never the cell.
+The record is written by `tools/notebook_memory.py --record` after a "Run all" in a fresh kernel (full mode:
+ALEXNET_REDUCED=0; reduced mode: ALEXNET_REDUCED=1). A learner gets one paragraph under the title: how long "Run all"
+took, that a GPU is optional, and the line that switches to reduced mode (plus a Binder warning where the kernel does
+not fit). The memory peaks, a maintainer's concern, go to docs/maintaining.md between MEMORY_START and MEMORY_END.
+Everything there is generated: edit this script or the record, never the text.
 """
 
 from __future__ import annotations
@@ -25,103 +26,89 @@ from lab_check import BINDER_KERNEL_ANON_MB  # noqa: E402  (tools/ is on sys.pat
 from notebook_memory import NOTEBOOK_COSTS, notebook_costs  # noqa: E402
 from sync_links import write_notebook  # noqa: E402
 
-MARK = "## Before you run"
+MARK = "**Before you run.**"
+MEMORY_START, MEMORY_END = "<!-- MEMORY -->", "<!-- /MEMORY -->"
 # torch's CUDA build allocates this much more on import than Binder's CPU-only build (358 vs 211 MB, measured with
 # torch 2.13: docs/maintaining.md, Binder memory), so a peak measured with it errs high by as much on Binder.
 CUDA_BUILD_EXTRA_MB = 147
-
-# Not measured: no GPU has run the notebooks yet. Each estimate says what it rests on.
-GPU_ESTIMATES = {
-    "03": ("a few minutes", "about 1 minute",
-           "the `gpu` recipe trains about 1.4 PFLOP (30 epochs of 45,000 images at about 1 GFLOP each, forward and "
-           "backward); a T4 at a quarter of its 65 TFLOP/s fp16 peak needs about 90 s for that, an H100 far less, "
-           "and loading, evaluation and the demonstrations add to both"),
-    "05": ("seconds", "seconds",
-           "in full mode it reads the recorded sweep (`results/ablations.json`) and trains nothing unless "
-           "`TRAIN_MISSING = True`; each missing run then costs minutes on a CPU, seconds to a minute on a GPU"),
-    "06": ("a few minutes", "1–2 minutes",
-           "its timings run a fixed number of steps per setting; on a GPU `torch.compile`'s first step (tens of "
-           "seconds per compiled setting) and upstream's 227x227 model dominate"),
-}
-SHORT = ("about as long as on the CPU, or less", "about as long as on the CPU, or less",
-         "this notebook trains nothing long: its time is loading, plotting and small computations")
 
 
 def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
-def _memory(mb: float) -> str:
-    return f"{mb / 1024:.1f} GB" if mb >= 1024 else f"{mb:.0f} MB"
+def _binder_peak(entry: dict) -> float:
+    return entry["peak_anon_mb"] - (CUDA_BUILD_EXTRA_MB if "+cu" in entry.get("torch", "") else 0)
 
 
-def cell_text(number: str, costs: dict[str, dict]) -> str:
-    """The markdown of notebook `number`'s "Before you run" cell from its recorded costs."""
-    full, reduced = costs.get("full"), costs.get("reduced")
-    t4, h100, basis = GPU_ESTIMATES.get(number, SHORT)
-    rows = ['| "Run all" | time | kernel memory, peak (of it anonymous) |', "| --- | --- | --- |"]
-    for label, entry in (("full mode, 2-core CPU (measured)", full), ("reduced mode, 2-core CPU (measured)", reduced)):
-        rows.append(f"| {label} | " + (f"{_duration(entry['seconds'])} | {_memory(entry['peak_mb'])} "
-                                       f"({_memory(entry['peak_anon_mb'])})" if entry else "not measured yet | –") + " |")
-    rows += [f"| full mode, Colab's T4 GPU | estimate: {t4} | – |", f"| full mode, H100 GPU | estimate: {h100} | – |"]
-    measured = full or reduced
-    lines = [MARK, "", *rows, ""]
-    if measured:
-        lines.append(f"Measured in a fresh kernel by `tools/notebook_memory.py` on `{measured['device']}`, "
-                     f"{measured['data']}, {measured['date']}. The GPU figures are estimates, not measurements: {basis}.")
-    on_binder = {m: e["peak_anon_mb"] - (CUDA_BUILD_EXTRA_MB if "+cu" in e.get("torch", "") else 0)
-                 for m, e in (("full", full), ("reduced", reduced)) if e}
-    too_big = [m for m, mb in on_binder.items() if mb > BINDER_KERNEL_ANON_MB]
-    close = [m for m, mb in on_binder.items() if BINDER_KERNEL_ANON_MB - 150 < mb <= BINDER_KERNEL_ANON_MB]
-    if too_big or close:
-        lines.append("")
-    if too_big:
-        lines.append(f"**Binder:** in {' and '.join(too_big)} mode this kernel holds more than the "
-                     f"{BINDER_KERNEL_ANON_MB:,} MB a 2 GB Binder session leaves it; run it on Colab or your own machine.")
-    elif close:
-        lines.append(f"**Binder:** in {' and '.join(close)} mode this kernel comes within 150 MB of the "
-                     f"{BINDER_KERNEL_ANON_MB:,} MB a 2 GB Binder session leaves it "
-                     f"(about {max(on_binder[m] for m in close):,.0f} MB "
-                     f"with Binder's CPU-only torch, which takes about {CUDA_BUILD_EXTRA_MB} MB less than the CUDA build "
-                     "measured here): if the kernel restarts, use reduced mode there.")
-    lines += ["", "**Reduced mode** runs every cell on a slice of the data in a few minutes; its numbers are a smoke test, "
-              "not results. To switch it on from inside the notebook, run this line in a new cell *above* the setup "
-              "cell below, then *Run all*:", "", "```", "%env ALEXNET_REDUCED=1", "```"]
-    return "\n".join(lines)
+def cell_text(costs: dict[str, dict]) -> str:
+    """The markdown of a notebook's "Before you run" cell from its recorded costs ({"full": ..., "reduced": ...})."""
+    full = costs.get("full")
+    took = (f"*Run all* took {_duration(full['seconds'])} on a 2-core CPU (`results/{NOTEBOOK_COSTS}`, "
+            f"{full['date']})" if full else "*Run all* has not been timed yet")
+    text = (f"{MARK} {took}; a GPU is optional and only makes it faster. For a quick smoke test on a few images, run "
+            f"`%env ALEXNET_REDUCED=1` in a new cell above the setup cell, then *Run all*.")
+    if full and _binder_peak(full) > BINDER_KERNEL_ANON_MB:
+        text += (" On Binder, whose 2 GB this notebook's kernel outgrows in full mode, use reduced mode or run it on Colab "
+                 "or your own machine.")
+    return text
+
+
+def memory_table(costs: dict[str, dict[str, dict]]) -> str:
+    """docs/maintaining.md's table of each notebook's measured time and kernel peak, per mode (from the record)."""
+    numbers = sorted(costs)
+    rows = ["| notebook | mode | Run all | kernel peak | of it anonymous | on Binder's CPU-only torch, about | machine; date |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for number in numbers:
+        for mode in ("full", "reduced"):
+            e = costs[number].get(mode)
+            if e:
+                rows.append(f"| {number} | {mode} | {_duration(e['seconds'])} | {e['peak_mb']:,} MB | {e['peak_anon_mb']:,} MB "
+                            f"| {_binder_peak(e):,.0f} MB | {e['device'].replace(' | ', ', ')}; {e['date']} |")
+    return "\n".join([MEMORY_START, "", *rows, "", MEMORY_END])
 
 
 def sync(root: Path = ROOT, write: bool = True) -> list[str]:
-    """Bring every notebook's "Before you run" cell in line with the record; return what changed (or would change)."""
+    """Bring every notebook's "Before you run" cell and the docs' memory table in line with the record; return changes."""
     costs = notebook_costs(root / "results" / NOTEBOOK_COSTS)
     changes = []
     for path in sorted((root / "notebooks").glob("[0-9]*.ipynb")):
         nb = json.loads(path.read_text(encoding="utf-8"))
-        text = cell_text(path.name[:2], costs.get(path.name[:2], {}))
+        text = cell_text(costs.get(path.name[:2], {}))
         cells = nb["cells"]
         at = next((i for i, c in enumerate(cells) if c["cell_type"] == "markdown"
-                   and "".join(c["source"]).startswith(MARK)), None)
-        source = [line + "\n" for line in text.split("\n")[:-1]] + [text.split("\n")[-1]]
+                   and "".join(c["source"]).startswith((MARK, "## Before you run"))), None)
         if at is None:
             cells.insert(1, {"cell_type": "markdown", "id": f"before-you-run-{path.name[:2]}", "metadata": {},
-                             "source": source})
+                             "source": [text]})
             changes.append(f"{path.name}: 'Before you run' added")
-        elif cells[at]["source"] != source:
-            cells[at]["source"] = source
+        elif "".join(cells[at]["source"]) != text:
+            cells[at]["source"] = [text]
             changes.append(f"{path.name}: 'Before you run' updated")
         else:
             continue
         if write:
             write_notebook(path, nb)
+    docs = root / "docs" / "maintaining.md"
+    page = docs.read_text(encoding="utf-8")
+    if MEMORY_START not in page or MEMORY_END not in page:
+        raise SystemExit(f"{docs} has no {MEMORY_START} ... {MEMORY_END} block for the memory table; add the two markers")
+    start, end = page.index(MEMORY_START), page.index(MEMORY_END) + len(MEMORY_END)
+    table = memory_table(costs)
+    if page[start:end] != table:
+        changes.append(f"{docs.relative_to(root)}: memory table updated")
+        if write:
+            docs.write_text(page[:start] + table + page[end:], encoding="utf-8")
     return changes
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: rewrite the cells, or with --check only report; exit 1 when something differs (with --check)."""
+    """Command line: rewrite them, or with --check only report; exit 1 when something differs (with --check)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--check", action="store_true", help="change nothing; list what differs and exit 1 if anything does")
     args = p.parse_args(argv)
     changes = sync(write=not args.check)
-    print("\n".join(changes) if changes else "every 'Before you run' cell matches the record")
+    print("\n".join(changes) if changes else "every 'Before you run' line and the memory table match the record")
     return 1 if args.check and changes else 0
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import nbformat
 from lab_check import nbval_marked  # the same rule as the browser test (tools/ is on sys.path for a script)
 from nbclient import NotebookClient
+from static_outputs import finish_progress_bars
 
 from helpers.plumbing.memory import process_memory
 
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             if failed:  # later cells would fail for the same reason and measure nothing useful
                 break
     if args.write:
+        finish_progress_bars(nb)  # GitHub and the site show a bar's first text: make it the finished bar's
         nbformat.write(nb, path)
     peak = memory["peak_anon"]
     print(f"{path.name}: {time.monotonic() - started:.0f} s; kernel peak {memory['peak']:.0f} MB, "

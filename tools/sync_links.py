@@ -30,22 +30,9 @@ BADGE_LINE = re.compile(r"^\[!\[Open In Colab\]")
 INSTALL_LINE = re.compile(r"^(?P<indent>\s*)%pip install .*git\+")
 SETUP_MARK = "from helpers.course import start"
 GUARD = 'if "google.colab" in sys.modules:'
-# The setup cell after its install line. A failed install is explained here, in words and with what to do, instead of
-# a ModuleNotFoundError (or a NameError two cells later) that says nothing about Colab, forks or uploads.
-SETUP_TAIL = (
-    "try:",
-    f"    {SETUP_MARK}",
-    "except ModuleNotFoundError:  # the course is not installed: say what to do now",
-    "    raise SystemExit(",
-    '        "The course\'s helpers package is not installed, so this notebook cannot run.\\n"',
-    '        "On Colab: the %pip line above failed; pip\'s own message is printed above this one. Check that the "',
-    '        "address in that line opens in your browser. To use your fork, put its address there "',
-    '        "(git+https://github.com/YOU/REPOSITORY@BRANCH). Without GitHub, upload the repository as a .zip, run "',
-    '        "!unzip -q <the .zip> and then %pip install -q ./<the unzipped folder> in a new cell, and run this "',
-    '        "cell again.\\nElsewhere: in the repository\'s root folder run  pip install -e \\".[notebooks]\\"  then "',
-    '        "restart the kernel.") from None',
-    "device = start()",
-)
+# The setup cell after its install line. A failed install stops with one line that points at the README's section on
+# what to do (Colab, forks, uploads, a local install), instead of a ModuleNotFoundError that says nothing about them.
+README_HELP = "if-the-setup-cell-fails"
 
 
 @dataclass(frozen=True)
@@ -69,6 +56,16 @@ class Launch:
         """The badge line of a notebook's title cell: Open in Colab, Launch Binder."""
         return (f"[![Open In Colab]({COLAB_BADGE})]({self.colab(notebook)}) "
                 f"[![Launch Binder]({BINDER_BADGE})]({self.binder(notebook)})")
+
+    def setup_help(self) -> str:
+        """The line of the setup cell that says where to read what to do when the course is not installed."""
+        return (f'    raise SystemExit("The course\'s package is not installed; what to do: '
+                f'{self.url}/blob/{self.ref}/README.md#{README_HELP}") from None')
+
+    def setup_tail(self) -> list[str]:
+        """The setup cell's lines after its install line: import start(), or stop with where to read what to do."""
+        return ["try:", f"    {SETUP_MARK}", "except ModuleNotFoundError:  # the course is not installed",
+                self.setup_help(), "device = start()"]
 
     def install(self, indent: str = "    ") -> str:
         """The setup cell's Colab install line: the package at the ref, with Colab's own torch pinned so pip keeps it."""
@@ -161,7 +158,7 @@ def sync_notebook(nb: dict, name: str, launch: Launch) -> list[str]:
     at = [i for i, line in enumerate(lines) if INSTALL_LINE.match(line)]
     if len(at) != 1:
         return [*changes, f"{name}: the setup cell has {len(at)} '%pip install ... git+' lines, not one; fix it by hand"]
-    wanted = [*lines[:at[0]], launch.install(INSTALL_LINE.match(lines[at[0]]).group("indent")), *SETUP_TAIL]
+    wanted = [*lines[:at[0]], launch.install(INSTALL_LINE.match(lines[at[0]]).group("indent")), *launch.setup_tail()]
     if lines != wanted:
         changes.append(f"{name}: setup cell updated")
     _set_lines(cell, wanted)
