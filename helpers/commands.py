@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 import typing
@@ -25,12 +27,13 @@ from .ablation.spec import GPU_ONLY_GROUPS, SWEEP_EPOCHS
 from .ablation.store import default_output, merge_shards, parse_shard, read_sweep_file, shard_output, split_shard
 from .course import REDUCED, is_full, mode_banner
 from .data import load_cifar10
-from .data.cifar10 import CIFAR10Error
+from .data.cifar10 import CIFAR10Error, dataset_label
 from .device import describe_device, pick_device
 from .plumbing.checks import TrainingError, at_least
 from .plumbing.files import atomic_write_json, exclusive_lock
 from .training import distributed as dist
 from .training import runs, train
+from .training.engine import check_split
 from .training.recipes import CHOICES, FIELD_HELP, RECIPES, Recipe, get_recipe, recipe_for_device
 
 # Fields that are not flags of their own: the name comes with --recipe, model knobs with --set model.KNOB=V.
@@ -102,14 +105,42 @@ def _recipe_from_args(args: argparse.Namespace, device_type: str) -> Recipe:
         fields["betas"] = tuple(fields["betas"])
     knobs = {k: getattr(args, k) for k in _MODEL_FLAGS if getattr(args, k) is not None}
     for key, value in parse_settings(args.set).items():
-        if key.startswith("model."):
-            knobs[key.removeprefix("model.")] = value
-        else:
-            fields[key] = value
+        target, field, flag = (knobs, key.removeprefix("model."), "--" + key.removeprefix("model.")) if key.startswith("model.") \
+            else (fields, key, "--" + key)
+        if field in target and target[field] != value:  # a flag and a --set of one field must not disagree silently
+            raise ValueError(f"{flag.replace('_', '-')} {target[field]!r} and --set {key}={value!r} ask for two values of "
+                             f"one setting; give it once")
+        target[field] = value
     name = args.recipe or recipe_for_device(device_type)
     if knobs:
         fields["model_overrides"] = {**RECIPES[name].model_overrides, **knobs}
-    return get_recipe(name, **fields)
+    label = fields.pop("name", None)  # --set name=... labels the run; the recipe it starts from is --recipe
+    recipe = get_recipe(name, **fields)
+    return recipe if label is None else recipe.replace(name=str(label))
+
+
+class Terminated(Exception):
+    """SIGTERM (a scheduler, `kill`, a CI timeout) arrived: stop like Ctrl-C does, with exit code 143."""
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm():
+    """Turn SIGTERM into `Terminated` in the main thread for a `with` block, so a run says where its checkpoint is."""
+    def handler(signum, frame):
+        raise Terminated
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. called from a notebook's worker): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+_STOPPED = {KeyboardInterrupt: ("interrupted", 130), Terminated: ("terminated (SIGTERM)", 143)}
 
 
 def train_command(argv: Sequence[str] | None = None) -> int:
@@ -117,7 +148,8 @@ def train_command(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     distributed = dist.launched_by_torchrun()
     try:
-        return _main(args, distributed)
+        with _stop_on_sigterm():
+            return _main(args, distributed)
     finally:
         if distributed:
             dist.close_distributed()
@@ -133,11 +165,14 @@ def _setup(args: argparse.Namespace, distributed: bool):
     """Every check before anything is written. Returns (device, recipe, seed, run folder, data)."""
     if args.stop_after is not None and args.stop_after < 1:
         raise ValueError(f"--stop-after must be at least 1, got {args.stop_after}")
+    if args.seed is not None and not 0 <= args.seed < 2**63:  # torch and NumPy take seeds of at most 64 bits
+        raise ValueError(f"--seed must be a whole number from 0 to 2**63 - 1, got {args.seed}")
     device = dist.init_distributed(args.device) if distributed else pick_device(args.device)
     recipe, seed = _recipe_from_args(args, device.type), 0 if args.seed is None else args.seed
     run_dir = Path(args.run_dir or f"runs/{recipe.name}-seed{seed}")
+    saved_data = None
     if args.resume:
-        recipe, seed = runs.resume_settings(run_dir / "checkpoint.pt", recipe, seed, _explicit(args))
+        recipe, seed, saved_data = runs.resume_settings(run_dir / "checkpoint.pt", recipe, seed, _explicit(args))
     elif (run_dir / "checkpoint.pt").exists():
         raise ValueError(f"{run_dir} already holds a checkpoint; pass --resume to continue it or pick another --run-dir")
     dist.split_batch(recipe.batch_size)  # a batch the processes cannot share fails before any work
@@ -145,11 +180,13 @@ def _setup(args: argparse.Namespace, distributed: bool):
     dist.barrier()  # the others read what the main process downloaded and cached
     if data is None:
         data = load_cifar10(args.data_root, download=False)
-    runs.check_batch_fits(recipe, data)
+    check_split(recipe, data.train_labels)
+    runs.check_same_data(run_dir / "checkpoint.pt", saved_data, getattr(data, "fingerprint", None))
     return device, recipe, seed, run_dir, data
 
 
 def _main(args: argparse.Namespace, distributed: bool) -> int:
+    run_dir = None
     try:
         device, recipe, seed, run_dir, data = _setup(args, distributed)
         if dist.is_main_process():  # one writer per run folder, for the run's whole life
@@ -161,22 +198,34 @@ def _main(args: argparse.Namespace, distributed: bool) -> int:
     except (ValueError, CIFAR10Error, OSError, TrainingError) as err:
         print(f"error: {err}")
         return 2
+    except (KeyboardInterrupt, Terminated) as stop:  # at any moment, also while data or a checkpoint is written
+        what, code = _STOPPED[type(stop)]
+        saved = runs.last_checkpoint_message(run_dir) if run_dir is not None else "Nothing was written."
+        if dist.is_main_process():
+            print(f"\n{what}. {saved}")
+        return code
 
 
 def _run(args: argparse.Namespace, device, recipe: Recipe, seed: int, run_dir: Path, data) -> int:
-    """Train with every check passed; exit code 0, 1 (training failed) or 130 (Ctrl-C)."""
+    """Train with every check passed; exit code 0, or 1 (training failed)."""
     main_process = dist.is_main_process()
     say = print if main_process else (lambda *a, **k: None)
     processes = dist.world_size()
     where = describe_device(device) + (f" | {processes} processes ({dist.backend(device)})" if processes > 1 else "")
-    say(f"{where}\n{mode_banner()}\nrecipe {recipe.name}: {recipe.to_dict()}")
-    run = {"recipe": recipe.to_dict(), "seed": seed, "device": where, "processes": processes}
+    banner = runs.resumed_banner(recipe) if args.resume else mode_banner()
+    say(f"{where}\n{banner}\nrecipe {recipe.name}: {recipe.to_dict()}")
+    run = {"recipe": recipe.to_dict(), "seed": seed, "device": where, "processes": processes,
+           "data": {"name": dataset_label(data.root), "fingerprint": getattr(data, "fingerprint", None)}}
     if main_process:
         atomic_write_json(run_dir / "config.json", run)
 
     def after_epoch(history, model) -> None:
         print(runs.epoch_line(history.last))
-        runs.write_history(run_dir, history)
+        try:
+            runs.write_history(run_dir, history)
+        except OSError as err:  # e.g. a full disk: the checkpoint of this epoch was written before, and is whole
+            raise TrainingError(f"could not write the history in {run_dir} ({err}); the checkpoint after epoch "
+                                f"{len(history)} is intact: free some space and continue with --resume") from err
 
     try:
         _, history = train(recipe, data=data, seed=seed, device=device, checkpoint=run_dir / "checkpoint.pt",
@@ -185,9 +234,6 @@ def _run(args: argparse.Namespace, device, recipe: Recipe, seed: int, run_dir: P
     except TrainingError as err:
         print(f"error: {err}")
         return 1
-    except KeyboardInterrupt:
-        say(f"\ninterrupted. {runs.last_checkpoint_message(run_dir)}")
-        return 130
     if len(history) < recipe.epochs:
         say(f"stopped after epoch {len(history)} of {recipe.epochs}; continue with the same command and --resume")
         return 0
@@ -234,6 +280,17 @@ def _ablation_parser() -> argparse.ArgumentParser:
 def ablation_command(argv: Sequence[str] | None = None) -> int:
     """`python -m helpers.ablation` (README)."""
     args = _ablation_parser().parse_args(argv)
+    try:
+        with _stop_on_sigterm():
+            return _ablation(args)
+    except (KeyboardInterrupt, Terminated) as stop:
+        what, code = _STOPPED[type(stop)]
+        print(f"\n{what}. Every finished run is recorded; the run in progress continues from its last epoch when the "
+              f"same command is run again.")
+        return code
+
+
+def _ablation(args: argparse.Namespace) -> int:
     if args.list:
         _print_groups()
         return 0
@@ -326,7 +383,14 @@ def _run_jobs(args: argparse.Namespace, full: bool, shard: tuple[int, int] | Non
         with open(log, "w") as f:
             procs.append(subprocess.Popen([sys.executable, "-m", "helpers.ablation", *argv, "--shard", f"{i + 1}/{n}"],
                                           stdout=f, stderr=subprocess.STDOUT, env=env))
-    failed = [job + 1 for job, p in enumerate(procs) if p.wait() != 0]
+    try:
+        failed = [job + 1 for job, p in enumerate(procs) if p.wait() != 0]
+    except BaseException:  # Ctrl-C, SIGTERM: the jobs stop too, each saying where it got to in its log
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait()
+        raise
     code = _print_merge(base, args.groups)
     if failed:
         print(f"error: job(s) {failed} failed; see their .log files beside {base}. Rerun the same command: "

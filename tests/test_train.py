@@ -311,7 +311,7 @@ def test_bad_devices_batches_and_checkpoints_end_in_clear_errors(cifar_root, tmp
     (tmp_path / "bare").mkdir()
     torch.save(build_model("cifar_alexnet_small").state_dict(), tmp_path / "bare" / "checkpoint.pt")
     assert train_command(["--data-root", str(cifar_root), "--no-download", "--run-dir", str(tmp_path / "bare"), "--resume"]) == 2
-    assert "not a checkpoint of this course's engine" in capsys.readouterr().out
+    assert "not a whole checkpoint of this course's engine" in capsys.readouterr().out
     with pytest.raises(TrainingError, match="bare state_dict"):
         load_checkpoint(tmp_path / "bare" / "checkpoint.pt", build_model("cifar_alexnet_small"))
 

@@ -83,6 +83,11 @@ def _validate(config: ModelConfig) -> None:
         raise ValueError(f"dropout={config.dropout!r} is not allowed; use 0 <= dropout < 1")
     if not 0 < config.width < math.inf:
         raise ValueError(f"width={config.width!r} is not allowed; use a finite multiplier > 0")
+    # A width that rounds a layer to no channel would build a one-channel network without a word: refuse it.
+    if min(round(c * config.width) for c in config.conv_channels) < 1:
+        smallest = min(config.conv_channels)
+        raise ValueError(f"width={config.width!r} leaves conv layers with no channel (the narrowest has {smallest}); use a "
+                         f"width of at least {1 / smallest:.3g}")
     positive = [(name, getattr(config, name)) for name in ("input_size", "pool_kernel", "pool_stride", "fc_size", "num_classes")]
     for name, value in positive + [("conv_channels entries", channels) for channels in config.conv_channels]:
         if value < 1:
@@ -157,8 +162,8 @@ def _conv_geometry(config: ModelConfig) -> list[tuple[int, int, int]]:
 
 
 def _scaled_channels(config: ModelConfig) -> tuple[int, ...]:
-    """Conv widths after the width multiplier, at least 1 each (notebook 02's build_model)."""
-    return tuple(max(1, round(c * config.width)) for c in config.conv_channels)
+    """Conv widths after the width multiplier (notebook 02's build_model)."""
+    return tuple(round(c * config.width) for c in config.conv_channels)
 
 
 def _feature_shape(config: ModelConfig) -> tuple[int, int, int]:
@@ -282,9 +287,10 @@ def build_model(name_or_config: str | ModelConfig = "cifar_alexnet", **overrides
     return AlexNet(resolve_config(name_or_config, **overrides))
 
 
-def model_config_dict(model: AlexNet) -> dict:
-    """The model's config as a plain JSON-ready dict, for checkpoints (notebook 03's engine)."""
-    return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(model.config).items()}
+def model_config_dict(model: AlexNet | ModelConfig) -> dict:
+    """A model's (or a config's) settings as a plain JSON-ready dict, for checkpoints (notebook 03's engine)."""
+    config = model if isinstance(model, ModelConfig) else model.config
+    return {name: list(value) if isinstance(value, tuple) else value for name, value in asdict(config).items()}
 
 
 def config_from_dict(data: dict) -> ModelConfig:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ..course import seed_everything
 from ..data import DeviceLoader, load_cifar10, split_validation
-from ..data.cifar10 import Cifar10
+from ..data.cifar10 import Cifar10, split_sizes
 from ..device import amp_dtype, autocast, pick_device, synchronize
 from ..models import build_model
 from ..models.alexnet import model_state, resolve_config
@@ -166,8 +166,26 @@ class _Loaders(NamedTuple):
     test: DeviceLoader
 
 
+def check_split(recipe: Recipe, train_labels: torch.Tensor) -> None:
+    """Refuse a split that trains on nothing, or holds out nothing where a validation share is asked for (recipe_loaders)."""
+    sizes = split_sizes(recipe.validation, recipe.train_limit, recipe.eval_limit, train_labels)
+    total = len(train_labels)
+    if sizes["train_images"] == 0:
+        raise ValueError(f"validation={recipe.validation!r} holds out all {total} training images, so nothing would train; "
+                         f"use a smaller validation share (the course uses 0.1)")
+    if recipe.validation and sizes["val_images"] == 0:
+        smallest = int(torch.bincount(train_labels).min())
+        raise ValueError(f"validation={recipe.validation!r} rounds to no held-out image (of {smallest} per class), and the "
+                         f"run would monitor the test set instead; use at least {1 / smallest:.2g}, or validation=0 to "
+                         f"monitor the test set on purpose")
+    if dist.split_batch(recipe.batch_size) > sizes["train_images"]:
+        raise ValueError(f"the batch size {recipe.batch_size} is larger than the {sizes['train_images']} training images, "
+                         f"so there would be no step to train; use --batch-size {sizes['train_images']} or less")
+
+
 def recipe_loaders(recipe, data: Cifar10, *, device: torch.device | str = "cpu", seed: int = 0) -> _Loaders:
     """The train, validation and test loaders a recipe trains with: its split, batch, augmentation, limits, size (notebook 03)."""
+    check_split(recipe, data.train_labels)
     per_process = dist.split_batch(recipe.batch_size)
     size = resolve_config(recipe.model, **recipe.model_overrides).input_size
     # Evaluation holds one batch's activations: about 1000 images' worth of 32x32 pixels (as many at

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import torch
 
+from ..course import REDUCED
 from ..data.cifar10 import split_sizes
+from ..models.alexnet import model_config_dict, resolve_config
+from ..plumbing.checks import is_int
 from ..plumbing.files import atomic_write_json, atomic_write_text, remove_temps
-from . import distributed as dist
 from .checkpoint import load_checkpoint
 from .recipes import Recipe, recipe_from_dict
 
@@ -50,31 +52,45 @@ def without_timing(history: Sequence[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in history]
 
 
-def resume_settings(checkpoint: Path, recipe: Recipe, seed: int, explicit: bool) -> tuple[Recipe, int]:
-    """The recipe and seed a --resume continues: the checkpoint's own, and any flag given must agree with them (README)."""
+def resume_settings(checkpoint: Path, recipe: Recipe, seed: int, explicit: bool) -> tuple[Recipe, int, str | None]:
+    """The recipe, seed and data fingerprint a --resume continues: the checkpoint's own, checked whole before anything is
+    written, and any flag given must agree with them (README)."""
     if not checkpoint.is_file():
         raise ValueError(f"--resume: {checkpoint.parent} holds no checkpoint.pt, so there is nothing to continue; "
                          f"run without --resume to start a new run there")
     state = load_checkpoint(checkpoint)
-    saved = state.get("recipe") if isinstance(state, dict) else None
-    if not isinstance(saved, dict) or "model" not in state:
-        raise ValueError(f"{checkpoint} is not a checkpoint of this course's engine (no recipe or weights in it); "
-                         f"use another --run-dir")
+    missing = [k for k in ("model", "optimizer", "scheduler", "scaler", "history", "recipe") if k not in state]
+    if missing or not isinstance(state["recipe"], dict):
+        raise ValueError(f"{checkpoint} is not a whole checkpoint of this course's engine (it lacks "
+                         f"{', '.join(missing) or 'a recipe'}); use another --run-dir")
     saved_seed = state.get("seed", seed)
-    saved = recipe_from_dict(saved).to_dict()
+    if not is_int(saved_seed):
+        raise ValueError(f"{checkpoint} holds the seed {saved_seed!r}, not a whole number: it is damaged; use another --run-dir")
+    saved = recipe_from_dict(state["recipe"])
+    architecture = model_config_dict(resolve_config(saved.model, **saved.model_overrides))
+    if state.get("model_config") not in (None, architecture):
+        raise ValueError(f"{checkpoint} holds weights of another architecture than its recipe builds: it is damaged or "
+                         f"was written by another version; use another --run-dir")
     if not explicit:
-        print(f"resuming {checkpoint} with its own recipe {saved.get('name')!r} and seed {saved_seed}")
-        return recipe_from_dict(saved), saved_seed
-    mine = recipe.to_dict()
-    differ = [f"{k}: checkpoint {saved.get(k)!r}, asked {mine.get(k)!r}" for k in sorted(set(saved) | set(mine))
-              if saved.get(k) != mine.get(k)]
+        print(f"resuming {checkpoint} with its own recipe {saved.name!r} and seed {saved_seed}")
+        return saved, saved_seed, state.get("data")
+    theirs, mine = saved.to_dict(), recipe.to_dict()
+    differ = [f"{k}: checkpoint {theirs.get(k)!r}, asked {mine.get(k)!r}" for k in sorted(set(theirs) | set(mine))
+              if theirs.get(k) != mine.get(k)]
     if saved_seed != seed:
         differ.append(f"seed: checkpoint {saved_seed}, asked {seed}")
     if differ:
         raise ValueError(f"--resume would continue another run: {checkpoint} was made with other settings.\n  "
                          + "\n  ".join(differ) + "\nResume with the same flags (or with none: the checkpoint's own), "
                          "or start a new run in another --run-dir")
-    return recipe, seed
+    return recipe, seed, state.get("data")
+
+
+def check_same_data(checkpoint: Path, saved: str | None, current: str | None) -> None:
+    """Refuse to continue a run on other data than it trained on, naming both fingerprints (README)."""
+    if saved is not None and current is not None and saved != current:
+        raise ValueError(f"{checkpoint} was trained on other data (fingerprint {saved}) than --data-root holds now "
+                         f"({current}); resume with the data it was made with, or start a new run in another --run-dir")
 
 
 def make_run_dir(run_dir: Path) -> None:
@@ -85,13 +101,24 @@ def make_run_dir(run_dir: Path) -> None:
         raise OSError(f"cannot create the run folder {run_dir}: {err}; choose another --run-dir") from err
 
 
+RUN_FILES = ("config.json", "history.json", "history.csv", "checkpoint.pt", "metrics.json")
+
+
 def prepare_run_dir(run_dir: Path) -> None:
-    """Check the run folder is writable and drop the temp files a killed save left beside the checkpoint (README)."""
+    """Check the run folder is writable and drop the temp files killed writes left beside its files (README)."""
     try:
         atomic_write_text(run_dir / ".write-test", "x" * 1024).unlink()
     except OSError as err:
         raise OSError(f"cannot write to the run folder {run_dir}: {err}; choose another --run-dir") from err
-    remove_temps(run_dir / "checkpoint.pt")
+    for name in RUN_FILES:
+        remove_temps(run_dir / name)
+
+
+def resumed_banner(recipe: Recipe) -> str:
+    """What a resumed run is, whatever mode this shell is in: its own recipe says whether it is a smoke test (README)."""
+    reduced = all(getattr(recipe, knob) == value for knob, value in REDUCED.items() if knob != "epochs")
+    return ("continuing a REDUCED-MODE run (a smoke test made with few images: its numbers are not results)" if reduced
+            else "continuing a full-size run")
 
 
 def write_history(run_dir: str | Path, history: Sequence[dict]) -> None:
@@ -123,11 +150,3 @@ def last_checkpoint_message(run_dir: Path) -> str:
         return "No epoch had finished, so nothing was saved; start again with the same command."
     epoch = load_checkpoint(path).get("epoch")
     return f"The last checkpoint, after epoch {epoch}, is {path}; continue with the same command and --resume."
-
-
-def check_batch_fits(recipe: Recipe, data) -> None:
-    """A batch larger than the training images would train on nothing: refuse it before anything is written."""
-    images = split_sizes(recipe.validation, recipe.train_limit, train_labels=data.train_labels)["train_images"]
-    if dist.split_batch(recipe.batch_size) > images:
-        raise ValueError(f"the batch size {recipe.batch_size} is larger than the {images} training images, so there "
-                         f"would be no step to train; use --batch-size {images} or less")
