@@ -170,3 +170,24 @@ def test_recipe_loaders_hold_out_the_validation_share_and_none_without_it(cifar_
     assert not any(tuple(img.flatten()[:64].tolist()) in seen for img in loaders.val.images)  # disjoint
     whole = recipe_loaders(get_recipe("cpu", reduced=False, validation=0.0), data)
     assert whole.val is None and len(whole.train.images) == len(data.train_images)
+
+
+def test_alternating_flips_mirror_each_image_every_other_epoch():
+    n = 64
+    images = torch.zeros(n, 3, 32, 32, dtype=torch.uint8)
+    images[:, :, :, :16] = 255  # bright left half: after any crop shift of at most 4, its side tells whether it flipped
+    labels = torch.arange(n)
+    loader = DeviceLoader(images, labels, 16, flip="alternate", seed=3)
+
+    def flipped(epoch: int) -> dict[int, bool]:
+        x, y = loader.epoch_data(epoch)
+        return {int(label): bool(img[0, :, 24:].float().mean() > img[0, :, :8].float().mean()) for img, label in zip(x, y)}
+
+    first, second, third = flipped(0), flipped(1), flipped(2)
+    assert all(second[i] != first[i] and third[i] == first[i] for i in range(n))  # every image, every epoch
+    assert 10 < sum(first.values()) < 54  # the first epoch's flips are random
+    loader = DeviceLoader(images, labels, 16, seed=3)  # random flips: some images keep their side from one epoch to the next
+    first, second = flipped(0), flipped(1)
+    assert any(second[i] == first[i] for i in range(n))
+    with pytest.raises(ValueError, match="flip='sideways'"):
+        DeviceLoader(images, labels, 16, flip="sideways")

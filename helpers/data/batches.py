@@ -88,7 +88,9 @@ class DeviceLoader:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 256, *, shuffle: bool = True,
                  augment: bool | None = None, device: torch.device | str = "cpu", seed: int = 0, limit: int | None = None,
                  size: int | None = None, channels_last: bool = False, drop_last: bool | None = None, rank: int = 0,
-                 world_size: int = 1) -> None:
+                 world_size: int = 1, flip: str = "random") -> None:
+        if flip not in ("random", "alternate"):
+            raise ValueError(f"flip={flip!r} is not known; choose random or alternate")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must lie in 0..world_size-1, got rank {rank} of world_size {world_size}")
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
@@ -106,7 +108,7 @@ class DeviceLoader:
         self.batch_size, self.shuffle, self.seed, self.size, self.channels_last = batch_size, shuffle, seed, size, channels_last
         self.augment = shuffle if augment is None else augment
         self.drop_last = shuffle if drop_last is None else drop_last
-        self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.rank, self.world_size, self.epoch, self.flip = rank, world_size, 0, flip
         if self.shuffle and world_size > 1 and len(self.images) < batch_size * world_size:
             raise ValueError(f"{len(self.images)} training images are fewer than one global batch "
                              f"({world_size} processes x {batch_size})")
@@ -143,6 +145,8 @@ class DeviceLoader:
         if self.augment:
             dx, dy = _crop_offsets(n, 4, gen)
             flip = _flip_mask(n, gen)
+            if self.flip == "alternate":  # airbench: each image's first flip at random, then flipped every other epoch
+                flip = (_flip_mask(n, torch.Generator().manual_seed(self.seed * 1_000_003 - 1)) ^ bool(epoch % 2))[order]
         if self.world_size > 1:
             steps, b = n // (self.batch_size * self.world_size), self.batch_size
             keep = torch.arange(steps * self.world_size * b).view(steps, self.world_size, b)[:, self.rank].flatten()

@@ -83,15 +83,15 @@ def _validate(config: ModelConfig) -> None:
         raise ValueError(f"dropout={config.dropout!r} is not allowed; use 0 <= dropout < 1")
     if not 0 < config.width < math.inf:
         raise ValueError(f"width={config.width!r} is not allowed; use a finite multiplier > 0")
+    positive = [(name, getattr(config, name)) for name in ("input_size", "pool_kernel", "pool_stride", "fc_size", "num_classes")]
+    for name, value in positive + [("conv_channels entries", channels) for channels in config.conv_channels]:
+        if value < 1:
+            raise ValueError(f"{name}={value!r} is not allowed; use an integer >= 1")
     # A width that rounds a layer to no channel would build a one-channel network without a word: refuse it.
     if min(round(c * config.width) for c in config.conv_channels) < 1:
         smallest = min(config.conv_channels)
         raise ValueError(f"width={config.width!r} leaves conv layers with no channel (the narrowest has {smallest}); use a "
                          f"width of at least {1 / smallest:.3g}")
-    positive = [(name, getattr(config, name)) for name in ("input_size", "pool_kernel", "pool_stride", "fc_size", "num_classes")]
-    for name, value in positive + [("conv_channels entries", channels) for channels in config.conv_channels]:
-        if value < 1:
-            raise ValueError(f"{name}={value!r} is not allowed; use an integer >= 1")
     for name in _PER_LAYER_FIELDS:
         _check_per_layer(name, getattr(config, name), num_conv)
     for name in _INDEX_FIELDS:
@@ -316,3 +316,19 @@ def model_state(model: nn.Module, training: bool = False) -> Iterator[nn.Module]
         yield model
     finally:
         model.train(was_training)
+
+
+def whitening_filters(images: torch.Tensor, kernel: int, channels: int, eps: float = 5e-4) -> torch.Tensor:
+    """Conv filters (channels, 3, k, k) that whiten k x k patches of `images` (N, 3, H, W): the top channels // 2
+    eigenvectors of the patches' covariance, each scaled by 1/sqrt(eigenvalue + eps), with its negative (airbench's
+    frozen first layer, which gives the ReLU after it both signs) (the engine, recipe.whiten)."""
+    dim = images.shape[1] * kernel * kernel
+    if channels < 2 or channels // 2 > dim:
+        raise ValueError(f"whitening needs between 2 and {2 * dim} channels for {kernel}x{kernel} patches, got {channels}")
+    patches = images.float().unfold(2, kernel, 1).unfold(3, kernel, 1)  # N, C, H', W', k, k
+    patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, dim).double()
+    patches = patches - patches.mean(0)
+    eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))  # ascending
+    top = eigenvectors.T.flip(0)[: channels // 2] / (eigenvalues.flip(0)[: channels // 2, None] + eps).sqrt()
+    filters = torch.cat([top, -top] + ([top[:1]] if channels % 2 else []))
+    return filters.view(channels, images.shape[1], kernel, kernel).float()

@@ -6,6 +6,7 @@ Under torchrun each process trains on its share of every batch (training.distrib
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -19,11 +20,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..course import seed_everything
-from ..data import DeviceLoader, load_cifar10, split_validation
+from ..data import DeviceLoader, load_cifar10, normalize, split_validation
 from ..data.cifar10 import Cifar10, split_sizes
 from ..device import amp_dtype, autocast, pick_device, synchronize
 from ..models import build_model
-from ..models.alexnet import model_state, resolve_config
+from ..models.alexnet import model_state, resolve_config, whitening_filters
 from ..plumbing.checks import TrainingError, is_real, one_of
 from . import distributed as dist
 from .checkpoint import load_checkpoint, model_config, rng_state, save_checkpoint, set_rng_state
@@ -114,26 +115,47 @@ def make_scheduler(optimizer: torch.optim.Optimizer, recipe: Recipe, total_steps
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(recipe.schedule, step, total_steps, recipe.warmup))
 
 
+def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """The images moved by (dy, dx) pixels, the edge mirrored in (a one-pixel translation for test-time augmentation)."""
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    h, w = x.shape[-2:]
+    return padded[..., 1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
+
+
 @torch.no_grad()
-def _eval_outputs(model: nn.Module, loader: Iterable, device: torch.device, dtype: torch.dtype | None, tta: bool):
-    """Yield (logits, logits of the mirrored images or None, labels) per batch in eval mode."""
+def _eval_outputs(model: nn.Module, loader: Iterable, device: torch.device, dtype: torch.dtype | None, tta: bool,
+                  translate: bool = False):
+    """Yield (logits, test-time-augmented probabilities or None, labels) per batch in eval mode.
+
+    Flip-TTA averages the softmax of each image and its mirror; with `translate`, as airbench does, that average for the
+    image counts half and the same for the image moved one pixel up-left and one down-right a quarter each.
+    """
+    def both(views: torch.Tensor, plain: torch.Tensor | None = None) -> torch.Tensor:
+        with autocast(device, dtype):
+            plain = model(views).float() if plain is None else plain
+            return (plain.softmax(1) + model(views.flip(3)).float().softmax(1)) / 2
+
     with model_state(model, training=False):
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with autocast(device, dtype):
-                logits = model(x)
-                logits_flip = model(x.flip(3)) if tta else None
-            yield logits.float(), None if logits_flip is None else logits_flip.float(), y
+                logits = model(x).float()
+            probs = None
+            if tta:
+                probs = both(x, logits)
+                if translate:
+                    probs = 0.5 * probs + 0.25 * both(_shifted(x, -1, -1)) + 0.25 * both(_shifted(x, 1, 1))
+            yield logits, probs, y
 
 
-def predict(model: nn.Module, loader: Iterable, *, tta: bool = False, device: torch.device | str | None = None,
-            amp: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
-    """Class probabilities and labels for a whole loader; `tta` averages with mirrored images (notebook 04)."""
+def predict(model: nn.Module, loader: Iterable, *, tta: bool = False, translate: bool = False,
+            device: torch.device | str | None = None, amp: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities and labels for a whole loader; `tta` averages with mirrored (and `translate` shifted) images
+    (notebook 04)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     probs, labels = [], []
-    for logits, logits_flip, y in _eval_outputs(model, loader, device, amp_dtype(amp, device), tta):
-        p = logits.softmax(1)
-        probs.append(p if logits_flip is None else (p + logits_flip.softmax(1)) / 2)
+    for logits, tta_probs, y in _eval_outputs(model, loader, device, amp_dtype(amp, device), tta, translate):
+        probs.append(logits.softmax(1) if tta_probs is None else tta_probs)
         labels.append(y)
     return torch.cat(probs).cpu(), torch.cat(labels).cpu()
 
@@ -141,15 +163,16 @@ def predict(model: nn.Module, loader: Iterable, *, tta: bool = False, device: to
 def evaluate(model: nn.Module, loader: Iterable, recipe: Recipe, device: torch.device, split: str = "val") -> dict:
     """Loss (the recipe's, no smoothing), accuracy and flip-TTA accuracy on a split, keys named after it (notebook 03's fit)."""
     sums = torch.zeros(4, dtype=torch.float64)  # loss, correct, correct with TTA, images
-    for logits, logits_flip, y in _eval_outputs(model, loader, device, amp_dtype(recipe.amp, device), recipe.tta):
+    for logits, tta_probs, y in _eval_outputs(model, loader, device, amp_dtype(recipe.amp, device), recipe.tta,
+                                              recipe.tta_translate):
         if not torch.isfinite(logits).all():
             name = "validation" if split == "val" else split
             raise TrainingError(f"the model's outputs on the {name} images are not finite: the run diverged; lower the "
                                 f"learning rate, add warm-up, or switch off fp16")
         sums[0] += compute_loss(recipe.loss, logits, y).item() * len(y)
         sums[1] += (logits.argmax(1) == y).sum().item()
-        if logits_flip is not None:
-            sums[2] += ((logits.softmax(1) + logits_flip.softmax(1)).argmax(1) == y).sum().item()
+        if tta_probs is not None:
+            sums[2] += (tta_probs.argmax(1) == y).sum().item()
         sums[3] += len(y)
     loss_sum, correct, correct_tta, n = dist.all_reduce_sum(sums.to(device)).tolist()  # each process scored its share
     out = {f"{split}_loss": loss_sum / n, f"{split}_acc": 100.0 * correct / n}
@@ -166,8 +189,8 @@ class _Loaders(NamedTuple):
     test: DeviceLoader
 
 
-def check_split(recipe: Recipe, train_labels: torch.Tensor) -> None:
-    """Refuse a split that trains on nothing, or holds out nothing where a validation share is asked for (recipe_loaders)."""
+def check_split(recipe: Recipe, train_labels: torch.Tensor, batch: bool = True) -> None:
+    """Refuse a split that trains on nothing or holds out nothing where asked to, and (`batch`) a batch beyond the data."""
     sizes = split_sizes(recipe.validation, recipe.train_limit, recipe.eval_limit, train_labels)
     total = len(train_labels)
     if sizes["train_images"] == 0:
@@ -178,14 +201,14 @@ def check_split(recipe: Recipe, train_labels: torch.Tensor) -> None:
         raise ValueError(f"validation={recipe.validation!r} rounds to no held-out image (of {smallest} per class), and the "
                          f"run would monitor the test set instead; use at least {1 / smallest:.2g}, or validation=0 to "
                          f"monitor the test set on purpose")
-    if dist.split_batch(recipe.batch_size) > sizes["train_images"]:
+    if batch and dist.split_batch(recipe.batch_size) > sizes["train_images"]:
         raise ValueError(f"the batch size {recipe.batch_size} is larger than the {sizes['train_images']} training images, "
                          f"so there would be no step to train; use --batch-size {sizes['train_images']} or less")
 
 
 def recipe_loaders(recipe, data: Cifar10, *, device: torch.device | str = "cpu", seed: int = 0) -> _Loaders:
     """The train, validation and test loaders a recipe trains with: its split, batch, augmentation, limits, size (notebook 03)."""
-    check_split(recipe, data.train_labels)
+    check_split(recipe, data.train_labels, batch=False)  # fit says it if the batch leaves no step
     per_process = dist.split_batch(recipe.batch_size)
     size = resolve_config(recipe.model, **recipe.model_overrides).input_size
     # Evaluation holds one batch's activations: about 1000 images' worth of 32x32 pixels (as many at
@@ -195,7 +218,8 @@ def recipe_loaders(recipe, data: Cifar10, *, device: torch.device | str = "cpu",
               "world_size": dist.world_size()}
     train_images, train_labels, val_images, val_labels = split_validation(data, recipe.validation, recipe.train_limit,
                                                                           recipe.eval_limit)
-    train = DeviceLoader(train_images, train_labels, per_process, shuffle=True, augment=recipe.augment, seed=seed, **common)
+    train = DeviceLoader(train_images, train_labels, per_process, shuffle=True, augment=recipe.augment, seed=seed,
+                         flip=recipe.flip, **common)
     val = DeviceLoader(val_images, val_labels, eval_batch, shuffle=False, **common) if len(val_images) else None
     test = DeviceLoader(data.test_images, data.test_labels, eval_batch, shuffle=False, limit=recipe.eval_limit, **common)
     return _Loaders(train, val, test)
@@ -214,9 +238,19 @@ class _Run:
     device: torch.device
     recipe: Recipe
     seed: int | None
+    data_id: str | None = None  # the fingerprint of the data it trains on: a resume on other data is refused
+    ema: nn.Module | None = None  # the moving average of the weights, which is evaluated (recipe.ema)
+    slow: list[torch.Tensor] | None = None  # Lookahead's slow weights (recipe.lookahead)
+    steps: int = 0
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights a run is judged by: their moving average if the recipe keeps one, else the trained ones."""
+        return self.ema if self.ema is not None else self.model
 
     @classmethod
-    def start(cls, model: nn.Module, recipe: Recipe, device: torch.device, steps_per_epoch: int, seed: int | None) -> _Run:
+    def start(cls, model: nn.Module, recipe: Recipe, device: torch.device, steps_per_epoch: int, seed: int | None,
+              data_id: str | None = None) -> _Run:
         model.to(device)
         if recipe.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -227,7 +261,24 @@ class _Run:
         step_model = dist.wrap_model(model, device)
         if recipe.compile:
             step_model = torch.compile(step_model)
-        return cls(model, step_model, optimizer, scheduler, scaler, dtype, device, recipe, seed)
+        ema = copy.deepcopy(model).requires_grad_(False) if recipe.ema else None
+        slow = [p.detach().clone() for p in model.parameters() if p.requires_grad] if recipe.lookahead else None
+        return cls(model, step_model, optimizer, scheduler, scaler, dtype, device, recipe, seed, data_id, ema, slow)
+
+    def after_step(self) -> None:
+        """Lookahead's pull every k steps, then the moving average's update (airbench's order)."""
+        self.steps += 1
+        with torch.no_grad():
+            if self.slow is not None and self.steps % self.recipe.lookahead == 0:
+                for slow, fast in zip(self.slow, (p for p in self.model.parameters() if p.requires_grad)):
+                    slow.add_(fast - slow, alpha=0.5)  # halfway to the fast weights, which restart from there
+                    fast.copy_(slow)
+            if self.ema is not None:
+                decay = min(self.recipe.ema, (1 + self.steps) / (10 + self.steps))  # short memory while it warms up
+                for average, now in zip(self.ema.parameters(), self.model.parameters()):
+                    average.lerp_(now, 1 - decay)
+                for average, now in zip(self.ema.buffers(), self.model.buffers()):
+                    average.copy_(now)  # BatchNorm's statistics: those of the weights now
 
     def state(self, history: History) -> dict:
         """The checkpoint of this run after the last epoch of `history`."""
@@ -236,12 +287,22 @@ class _Run:
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(), "rng": rngs[0],
                 "rng_per_rank": rngs, "processes": dist.world_size(), "history": list(history),
                 "epoch": len(history), "model_config": model_config(self.model), "recipe": self.recipe.to_dict(),
-                "seed": self.seed}
+                "seed": self.seed, "data": self.data_id, "steps": self.steps,
+                "ema": None if self.ema is None else self.ema.state_dict(), "slow": self.slow}
 
     def resume(self, checkpoint: Path) -> History:
         """Load a checkpoint into this run; returns the history it holds."""
         state = load_checkpoint(checkpoint, self.model, map_location=self.device)
+        if self.data_id is not None and state.get("data") not in (None, self.data_id):
+            raise TrainingError(f"{checkpoint} was trained on other data (fingerprint {state['data']}) than this run's "
+                                f"({self.data_id}); continue it on the data it was made with, or start a new run")
         self.optimizer.load_state_dict(state["optimizer"])
+        self.steps = state.get("steps", 0)
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        if self.slow is not None:
+            for slow, saved in zip(self.slow, state["slow"]):
+                slow.copy_(saved)
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         per_rank = state.get("rng_per_rank") or []
@@ -274,6 +335,7 @@ def _train_step(run: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.scheduler.step()
+    run.after_step()
     return loss.detach(), logits.detach()
 
 
@@ -315,34 +377,65 @@ def _train_one_epoch(run: _Run, loader: Iterable, epoch: int, progress: bool = T
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, recipe: Recipe, *, test_loader: Iterable | None = None,
         monitor: str = "val", seed: int | None = None, device: torch.device | str | None = None,
         checkpoint: str | os.PathLike | None = None, resume: bool = False, callbacks: Sequence[_Callback] = (),
-        progress: bool = True, stop_after: int | None = None) -> History:
+        progress: bool = True, stop_after: int | None = None, data_id: str | None = None) -> History:
     """Train `model` for `recipe.epochs` epochs, evaluating and checkpointing after each (notebook 03).
 
     `val_loader` is scored every epoch, its metrics named after `monitor` ("val", or "test" for a benchmark);
-    `test_loader`, if given, once after the last epoch. `seed` goes into the checkpoint so a resume can check it.
+    `test_loader`, if given, once after the last epoch. `seed` and `data_id` (the data's fingerprint) go into the
+    checkpoint so a resume can check them. With `recipe.ema` the moving average is what is scored, and what `model`
+    holds at the end. With `progress`, the time the run should take here is printed first, from a short probe.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if len(train_loader) == 0:
         raise ValueError("the training loader yields no batches: is the batch size larger than the data?")
-    run = _Run.start(model, recipe, device, len(train_loader), seed)
+    if checkpoint is not None:  # made here once: a folder that disappears later is not made again (two writers)
+        Path(checkpoint).parent.mkdir(parents=True, exist_ok=True)
+    run = _Run.start(model, recipe, device, len(train_loader), seed, data_id)
     resuming = resume and checkpoint is not None and Path(checkpoint).is_file()
     history = run.resume(Path(checkpoint)) if resuming else History()
     first = len(history)
+    if progress and dist.is_main_process() and first < recipe.epochs:
+        seconds, rate = estimate_seconds(run, train_loader, recipe.epochs - first)
+        print(f"This machine should take about {_minutes(seconds)} to train the {recipe.epochs - first} epoch(s) left "
+              f"({rate:,.0f} images/s in a short probe; evaluation comes on top).", flush=True)
     for epoch in range(first, recipe.epochs):
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)  # data order and augmentation depend only on (seed, epoch)
         trained = _train_one_epoch(run, train_loader, epoch, progress)
         history.append({"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"], "train_loss": trained["train_loss"],
-                        "train_acc": trained["train_acc"], **evaluate(model, val_loader, recipe, device, monitor),
+                        "train_acc": trained["train_acc"], **evaluate(run.eval_model, val_loader, recipe, device, monitor),
                         "train_seconds": trained["train_seconds"],
                         "train_seconds_total": history.last.get("train_seconds_total", 0.0) + trained["train_seconds"],
                         "images_per_s": trained["images_per_s"]})
         if test_loader is not None and epoch + 1 == recipe.epochs:
-            history.last.update(evaluate(model, test_loader, recipe, device, "test"))  # reported, never chosen on
+            history.last.update(evaluate(run.eval_model, test_loader, recipe, device, "test"))  # reported, never chosen on
         _end_of_epoch(run, history, checkpoint, callbacks)
         if stop_after is not None and epoch + 1 - first >= stop_after:
             break
+    if run.ema is not None and len(history) == recipe.epochs:
+        model.load_state_dict(run.ema.state_dict())  # the trained model is the average that was scored
     return history
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
+
+
+def estimate_seconds(run: _Run, loader: Iterable, epochs: int, steps: int = 3) -> tuple[float, float]:
+    """Training seconds for `epochs` epochs here, and images/s, from `steps` steps of a throwaway copy (fit's first line)."""
+    probe = _Run.start(copy.deepcopy(run.model), run.recipe, run.device, len(loader), None)
+    x, y = next(iter(loader))
+    x, y = x.to(run.device), y.to(run.device)
+    cuda = [run.device.index or 0] if run.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # dropout in the probe must not move the run's random stream
+        _train_step(probe, x, y)  # the first step pays for allocation and kernel selection
+        synchronize(run.device)
+        start = time.perf_counter()
+        for _ in range(steps - 1):
+            _train_step(probe, x, y)
+        synchronize(run.device)
+    per_step = (time.perf_counter() - start) / (steps - 1)
+    return per_step * len(loader) * epochs, len(y) / per_step
 
 
 def _end_of_epoch(run: _Run, history: History, checkpoint: str | os.PathLike | None, callbacks: Sequence[_Callback]) -> None:
@@ -354,7 +447,7 @@ def _end_of_epoch(run: _Run, history: History, checkpoint: str | os.PathLike | N
         dist.barrier()  # no process runs ahead of a checkpoint it could be resumed from
     if dist.is_main_process():
         for callback in callbacks:
-            callback(history, run.model)
+            callback(history, run.eval_model)
 
 
 def train(recipe: Recipe | str = "cpu", *, data=None, seed: int = 0, device: torch.device | str | None = None,
@@ -371,6 +464,12 @@ def train(recipe: Recipe | str = "cpu", *, data=None, seed: int = 0, device: tor
     if dist.world_size() > 1:
         seed_everything(seed + dist.rank())  # but different dropout masks
     loaders = recipe_loaders(recipe, data, device=device, seed=seed)
+    if recipe.whiten:
+        conv = model.features[0]
+        conv.weight.data.copy_(whitening_filters(normalize(loaders.train.images[:5000]), conv.kernel_size[0],
+                                                 conv.out_channels))
+        conv.weight.requires_grad_(False)  # fixed, as airbench's whitening layer: the optimiser never sees it
+    fit_options.setdefault("data_id", getattr(data, "fingerprint", None))
     if loaders.val is None:  # no validation split: monitor the test set, as a time-to-accuracy benchmark does
         return model, fit(model, loaders.train, loaders.test, recipe, monitor="test", seed=seed, device=device, **fit_options)
     return model, fit(model, loaders.train, loaders.val, recipe, test_loader=loaders.test, seed=seed, device=device,

@@ -16,7 +16,8 @@ from .losses import LOSSES
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
-CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES, "amp": AMP_MODES}
+FLIPS = ("random", "alternate")
+CHOICES = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "loss": LOSSES, "amp": AMP_MODES, "flip": FLIPS}
 
 
 @dataclass
@@ -44,6 +45,11 @@ class Recipe:
     channels_last: bool = True
     compile: bool = False
     tta: bool = True
+    tta_translate: bool = False
+    flip: str = "random"
+    ema: float = 0.0
+    lookahead: int = 0
+    whiten: bool = False
     validation: float = 0.1
     train_limit: int | None = None
     eval_limit: int | None = None
@@ -98,7 +104,12 @@ def check_recipe(r: Recipe) -> None:
         value = getattr(r, knob)
         if value is not None and (not is_int(value) or value < 1):
             raise ValueError(f"{knob} must be a positive number of images or None, got {value!r}")
-    for knob in ("nesterov", "decay_norm_and_bias", "augment", "channels_last", "compile", "tta"):
+    if not (is_real(r.ema) and 0 <= r.ema < 1):
+        raise ValueError(f"ema must be a decay in [0, 1) (0: no averaging of the weights), got {r.ema!r}")
+    if not (is_int(r.lookahead) and r.lookahead >= 0):
+        raise ValueError(f"lookahead must be a whole number of steps >= 0 (0: off), got {r.lookahead!r}")
+    for knob in ("nesterov", "decay_norm_and_bias", "augment", "channels_last", "compile", "tta", "tta_translate",
+                 "whiten"):
         if not isinstance(getattr(r, knob), bool):
             raise ValueError(f"{knob} must be True or False, got {getattr(r, knob)!r}")
     if r.optimizer == "sgd" and r.nesterov and r.momentum == 0:
@@ -133,6 +144,11 @@ FIELD_HELP = {
     "channels_last": "NHWC memory format for images and weights",
     "compile": "torch.compile the model",
     "tta": "also report accuracy averaged with mirrored test images",
+    "tta_translate": "with tta, also average over the images shifted by one pixel (airbench's 6 views)",
+    "flip": "training flips: random each epoch, or alternate (random in epoch 1, then each image flipped every other epoch)",
+    "ema": "evaluate an exponential moving average of the weights with this decay per step (0: off)",
+    "lookahead": "Lookahead: every this many steps, pull the weights halfway back to their slow copy (0: off)",
+    "whiten": "first conv layer fixed to the whitening filters of the training images' patches, not trained",
     "validation": "share of the training images held out, stratified, to monitor and choose on (0: none; the test "
                   "set is then monitored, as a time-to-accuracy benchmark does)",
     "train_limit": "use only the first N training images",
@@ -184,10 +200,15 @@ def recipe_from_dict(fields: dict) -> Recipe:
     return Recipe(**fields)
 
 
+# Fields added since runs were recorded, with the value every earlier run had: at that value they are left out of the
+# hash, so the records made before them keep their keys.
+_ADDED_FIELDS = {"tta_translate": False, "flip": "random", "ema": 0.0, "lookahead": 0, "whiten": False}
+
+
 def recorded_fields(recipe: Recipe | dict) -> dict:
     """A recipe's fields under the names records hash them by (recipe_key, the benchmarks' run keys)."""
     fields = recipe.to_dict() if isinstance(recipe, Recipe) else dict(recipe)
-    return {_RECORDED_NAMES.get(k, k): v for k, v in fields.items()}
+    return {_RECORDED_NAMES.get(k, k): v for k, v in fields.items() if k not in _ADDED_FIELDS or v != _ADDED_FIELDS[k]}
 
 
 def recipe_key(recipe: Recipe | dict) -> str:
