@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import re
+import shutil
 import urllib.error
 
 import numpy as np
@@ -40,7 +43,7 @@ def test_second_load_uses_cache_and_cache_follows_changes(cifar_root):
     assert cache.is_file()
     second = load_cifar10(cifar_root, download=False)
     assert torch.equal(first.train_images, second.train_images)
-    # Rewriting a batch changes its stamp: the stale cache must not be used.
+    # Rewriting a batch changes its fingerprint: the stale cache must not be used.
     new = np.full((PER_BATCH, 3072), 7, dtype=np.uint8)
     write_batch(cifar_root / D.FOLDER / "test_batch", new, [3] * PER_BATCH)
     third = load_cifar10(cifar_root, download=False)
@@ -169,7 +172,7 @@ def test_the_course_split_of_cifar10_is_45000_and_5000():
         assert _digest(val) == "74517e9cc5a18c84"
 
 
-def test_a_cache_with_the_right_stamp_but_foreign_content_is_rebuilt(cifar_root):
+def test_a_cache_with_the_right_fingerprint_but_foreign_content_is_rebuilt(cifar_root):
     first = load_cifar10(cifar_root, download=False)
     cache = cifar_root / D.CACHE_FILE
     saved = torch.load(cache, weights_only=True)
@@ -205,3 +208,107 @@ def test_split_sizes_count_the_split_and_its_limits():
     labels = torch.arange(10).repeat_interleave(7)  # 7 images per class: 10% of each rounds to 1
     exact = split_sizes(0.1, train_labels=labels, test_count=30, eval_limit=100)
     assert exact == {"train_images": 70 - len(validation_indices(labels, 0.1)), "val_images": 10, "test_images": 30}
+
+
+# ---------------------------------------------------------------- content fingerprint, cache key, unseen test images
+
+
+def test_the_fingerprint_names_the_content_not_the_place(tmp_path):
+    a, b = make_cifar_folder(tmp_path / "a"), make_cifar_folder(tmp_path / "b")
+    fingerprint = D.data_fingerprint(a)
+    assert re.fullmatch(r"[0-9a-f]{16}", fingerprint)
+    assert D.data_fingerprint(b) == fingerprint  # the same bytes elsewhere: the same data
+    assert load_cifar10(a, download=False).fingerprint == fingerprint  # read and hashed
+    assert load_cifar10(a, download=False).fingerprint == fingerprint  # from the cache
+    assert load_cifar10(a, download=False, cache=False).fingerprint == fingerprint
+    assert D.data_fingerprint(make_cifar_folder(tmp_path / "c", seed=1)) != fingerprint
+    for name in (*D.TRAIN_FILES, *D.TEST_FILES, D.META_FILE):  # every one of the seven files counts
+        path = b / D.FOLDER / name
+        original = path.read_bytes()
+        path.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))
+        assert D.data_fingerprint(b) != fingerprint, name
+        path.write_bytes(original)
+    assert D.data_fingerprint(b) == fingerprint
+
+
+def test_a_fingerprint_of_missing_data_says_what_is_missing(tmp_path, cifar_root):
+    with pytest.raises(CIFAR10Error, match="was not found in .*a fingerprint needs all seven files"):
+        D.data_fingerprint(tmp_path / "nothing")
+    (cifar_root / D.FOLDER / "data_batch_5").unlink()
+    with pytest.raises(CIFAR10Error, match="incomplete: missing data_batch_5"):
+        D.data_fingerprint(cifar_root)
+
+
+def test_a_batch_changed_in_place_with_its_mtime_restored_is_not_served_from_the_cache(cifar_root):
+    path = cifar_root / D.FOLDER / "data_batch_2"
+    # Pixels below 128 pickle to one byte each at protocol 2, so other such pixels give a file of the same size.
+    write_batch(path, np.random.default_rng(1).integers(0, 128, (PER_BATCH, 3072), dtype=np.uint8), [4] * PER_BATCH)
+    first = load_cifar10(cifar_root, download=False)
+    stat = path.stat()
+    # Same size, same mtime (as `cp -p`, `rsync -a` or a backup restore leave it), other pixels.
+    write_batch(path, np.full((PER_BATCH, 3072), 9, dtype=np.uint8), [4] * PER_BATCH)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    second = load_cifar10(cifar_root, download=False)
+    assert second.fingerprint != first.fingerprint
+    assert (second.train_images[PER_BATCH:2 * PER_BATCH] == 9).all() and (second.train_labels[PER_BATCH:2 * PER_BATCH] == 4).all()
+    assert torch.load(cifar_root / D.CACHE_FILE, weights_only=True)["fingerprint"] == second.fingerprint  # rebuilt
+
+
+def test_a_cache_of_the_previous_version_is_rebuilt(cifar_root):
+    data = load_cifar10(cifar_root, download=False)
+    cache = cifar_root / D.CACHE_FILE
+    saved = torch.load(cache, weights_only=True)
+    stamp = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in sorted((cifar_root / D.FOLDER).iterdir())]
+    old = {k: v for k, v in saved.items() if k != "fingerprint"}
+    torch.save({**old, "version": 2, "stamp": stamp, "test_images": saved["test_images"] * 0}, cache)
+    assert torch.equal(load_cifar10(cifar_root, download=False).test_images, data.test_images)
+    assert torch.load(cache, weights_only=True)["version"] == D.CACHE_VERSION == 3
+
+
+def test_a_test_batch_that_is_a_training_batch_is_refused_with_the_count(cifar_root):
+    folder = cifar_root / D.FOLDER
+    shutil.copyfile(folder / "data_batch_3", folder / "test_batch")
+    with pytest.raises(CIFAR10Error) as err:
+        load_cifar10(cifar_root, download=False)
+    text = str(err.value)
+    assert str(folder / "test_batch") in text and f"{PER_BATCH} of its {PER_BATCH} test images are byte-identical" in text
+    assert "Delete" in text and "prepare_cifar10.py" in text
+    assert not (cifar_root / D.CACHE_FILE).exists()  # refused data is never cached
+
+
+def test_a_handful_of_duplicates_is_accepted_and_one_more_is_not(cifar_root):
+    folder = cifar_root / D.FOLDER
+    train = D.read_batch(folder / "data_batch_1")[0].reshape(PER_BATCH, -1)
+    test, labels = D.read_batch(folder / "test_batch")
+    test = test.reshape(PER_BATCH, -1).copy()
+    allowed = D.DUPLICATES_ALLOWED
+    assert allowed < PER_BATCH  # the fixture can hold one duplicate too many
+    test[:allowed] = train[:allowed]
+    write_batch(folder / "test_batch", test, labels.tolist())
+    data = load_cifar10(cifar_root, download=False, cache=False)
+    assert D.duplicate_count(data.train_images, data.test_images) == allowed
+    test[allowed] = train[-1]
+    write_batch(folder / "test_batch", test, labels.tolist())
+    with pytest.raises(CIFAR10Error, match=f"{allowed + 1} of its {PER_BATCH} test images are byte-identical"):
+        load_cifar10(cifar_root, download=False, cache=False)
+
+
+def test_duplicates_are_counted_byte_for_byte():
+    gen = torch.Generator().manual_seed(0)
+    train = torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    test = torch.randint(0, 256, (30, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    assert D.duplicate_count(train, test) == 0
+    test[3], test[7], test[8] = train[10], train[0], train[10]
+    assert D.duplicate_count(train, test) == 3
+    test[3, 2, 31, 31] ^= 1  # one bit of one pixel: no longer a copy
+    assert D.duplicate_count(train, test) == 2
+
+
+@pytest.mark.skipif(real_cifar_root() is None, reason="needs the prepared CIFAR-10 copy in $CIFAR10_ROOT")
+def test_the_offline_copy_has_no_test_image_among_its_training_images():
+    data = load_cifar10(real_cifar_root(), download=False)
+    count = D.duplicate_count(data.train_images, data.test_images)
+    assert count <= D.DUPLICATES_ALLOWED
+    if D.dataset_label(real_cifar_root()) == "CIFAR-10 (JPEG mirror)":
+        assert count == 0  # measured; DUPLICATES_ALLOWED's comment cites it

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import math
 import os
 import pickle
 import re
@@ -52,6 +55,7 @@ class Cifar10:
     test_labels: torch.Tensor
     classes: tuple[str, ...]
     root: Path
+    fingerprint: str  # data_fingerprint of the seven files these tensors were read from
 
 
 def default_root() -> Path:
@@ -74,19 +78,64 @@ def load_cifar10(root: str | os.PathLike | None = None, download: bool = True, c
                 download_cifar10(root)
 
     cache_path = root / CACHE_FILE
-    stamp = _stamp(files)
     if cache:
-        cached = _read_cache(cache_path, stamp)
+        fingerprint = _fingerprint(files)
+        cached = _read_cache(cache_path, fingerprint)
         if cached is not None:
-            return Cifar10(**cached, classes=CLASSES, root=root)
+            return Cifar10(**cached, classes=CLASSES, root=root, fingerprint=fingerprint)
 
-    classes = read_meta(folder / META_FILE)
-    train_images, train_labels = _read_split([folder / n for n in TRAIN_FILES])
-    test_images, test_labels = _read_split([folder / n for n in TEST_FILES])
+    # Each file is read once: the bytes hashed are the bytes parsed, even if a file changes meanwhile.
+    digest, raw = _new_digest(), {}
+    for path in files:
+        raw[path.name] = _read_file(path)
+        _add_to_digest(digest, path.name, raw[path.name])
+    fingerprint = digest.hexdigest()[:FINGERPRINT_LENGTH]
+    classes = read_meta(folder / META_FILE, raw.pop(META_FILE))
+    train_images, train_labels = _read_split([folder / n for n in TRAIN_FILES], raw)
+    test_images, test_labels = _read_split([folder / n for n in TEST_FILES], raw)
+    _check_test_is_unseen(train_images, test_images, folder / TEST_FILES[0])
     tensors = {"train_images": train_images, "train_labels": train_labels, "test_images": test_images, "test_labels": test_labels}
     if cache:
-        _write_cache(cache_path, stamp, tensors)
-    return Cifar10(**tensors, classes=classes, root=root)
+        _write_cache(cache_path, fingerprint, tensors)
+    return Cifar10(**tensors, classes=classes, root=root, fingerprint=fingerprint)
+
+
+FINGERPRINT_LENGTH = 16  # hex digits of sha256: 64 bits, ample to tell copies of CIFAR-10 apart
+_CHUNK = 1 << 20
+
+
+def data_fingerprint(root: str | os.PathLike | None = None) -> str:
+    """A short hash of the bytes of the seven CIFAR-10 files under `root`: which data a run used (run folders, checkpoints)."""
+    root = _check_root(Path(root).expanduser() if root is not None else default_root())
+    files = [root / FOLDER / name for name in (*TRAIN_FILES, *TEST_FILES, META_FILE)]
+    if _missing(files):
+        raise CIFAR10Error(_missing_message(root / FOLDER, "a fingerprint needs all seven files"))
+    return _fingerprint(files)
+
+
+def _new_digest():
+    return hashlib.sha256(b"CIFAR-10 batches v1\0")
+
+
+def _add_to_digest(digest, name: str, data: bytes) -> None:
+    # Name and size first (as _fingerprint does), so that bytes moved from one file to the next change the fingerprint.
+    digest.update(f"{name}\0{len(data)}\0".encode())
+    digest.update(data)
+
+
+def _fingerprint(files: list[Path]) -> str:
+    """sha256 over the files in the given (fixed) order, read in 1 MiB chunks; about 0.1 s for CIFAR-10's 180 MB."""
+    digest, buffer = _new_digest(), bytearray(_CHUNK)
+    view = memoryview(buffer)
+    for path in files:
+        try:
+            with open(path, "rb", buffering=0) as f:
+                digest.update(f"{path.name}\0{os.fstat(f.fileno()).st_size}\0".encode())
+                while n := f.readinto(buffer):
+                    digest.update(view[:n])
+        except OSError as err:
+            raise CIFAR10Error(f"{path}: cannot be read ({err}). {_repair(path)}") from err
+    return digest.hexdigest()[:FINGERPRINT_LENGTH]
 
 
 def _check_root(root: Path) -> Path:
@@ -111,11 +160,14 @@ def _missing(files: list[Path]) -> list[str]:
 def dataset_label(root: str | os.PathLike | None = None) -> str:
     """'CIFAR-10 (JPEG mirror)' for the offline copy, else 'CIFAR-10': the data name every benchmark records (benchmarks)."""
     root = Path(root).expanduser() if root is not None else default_root()
+    path = root / FOLDER / TEST_FILES[0]
     try:
-        with open(root / FOLDER / TEST_FILES[0], "rb") as f:
-            names = pickle.load(f, encoding="latin1").get("filenames", [])
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError):
-        return "CIFAR-10"
+        batch = _unpickle(path, "a CIFAR-10 batch")
+    except CIFAR10Error as err:
+        if isinstance(err.__cause__, _Forbidden):  # a file crafted to run code is an error wherever it is met
+            raise
+        return "CIFAR-10"  # missing or damaged: loading the data says so, with the fix
+    names = batch.get("filenames", []) if isinstance(batch, dict) else []
     # prepare_cifar10.py names images <class>_<NNNN>.png; the official files use WordNet-style names.
     mirror = bool(names) and re.fullmatch("(" + "|".join(CLASSES) + r")_\d{4}\.png", str(names[0])) is not None
     return "CIFAR-10 (JPEG mirror)" if mirror else "CIFAR-10"
@@ -146,9 +198,9 @@ def _missing_message(folder: Path, why: str) -> str:
             f"holds cifar-10-batches-py/ (the official batches, or a copy made by prepare_cifar10.py).")
 
 
-def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read one pickled CIFAR-10 batch file and check it; returns (N,3,32,32) uint8 and labels (notebook 01's load_cifar10)."""
-    batch, repair = _unpickle(path, "a CIFAR-10 batch"), _repair(path)
+def read_batch(path: Path, raw: bytes | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read one CIFAR-10 batch file (or `raw`, its bytes) and check it: (N,3,32,32) uint8, labels (notebook 01's load_cifar10)."""
+    batch, repair = _unpickle(path, "a CIFAR-10 batch", raw), _repair(path)
     if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
         keys = sorted(map(str, batch)) if isinstance(batch, dict) else type(batch).__name__
         raise CIFAR10Error(f"{path}: not a CIFAR-10 batch: expected a dict with 'data' and 'labels', found {keys}. {repair}")
@@ -171,16 +223,171 @@ def _repair(path: Path) -> str:
     return f"Delete {path.parent} and load again (or rerun prepare_cifar10.py)."
 
 
-def _unpickle(path: Path, what: str):
-    """The object pickled in `path`, or a CIFAR10Error naming the file whatever its bytes are."""
+# A batch file is at most this big: the official ones are 31 MB; a bigger file is not read into memory at all.
+_MAX_FILE_BYTES = 128 * 2**20
+
+
+def _read_file(path: Path) -> bytes:
+    """The bytes of one CIFAR-10 file, or a CIFAR10Error naming it (unreadable, or far too big to be CIFAR-10)."""
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
+            size = os.fstat(f.fileno()).st_size
+            if size > _MAX_FILE_BYTES:
+                raise CIFAR10Error(f"{path}: {size / 2**20:.0f} MB, but a CIFAR-10 batch file is about 31 MB; it is not one. "
+                                   f"{_repair(path)}")
+            return f.read(_MAX_FILE_BYTES + 1)
     except OSError as err:
-        raise CIFAR10Error(f"{path}: cannot be read ({err}).") from err
+        raise CIFAR10Error(f"{path}: cannot be read ({err}). {_repair(path)}") from err
+
+
+def _unpickle(path: Path, what: str, raw: bytes | None = None):
+    """The object pickled in `path` (or in `raw`, its bytes), read without running code; else a CIFAR10Error naming it."""
+    raw = _read_file(path) if raw is None else raw
+    try:
+        return _resolve(_BatchUnpickler(io.BytesIO(raw), encoding="latin1").load())
+    except _Forbidden as err:
+        raise CIFAR10Error(f"{path}: refused: it asks to call {err}, which no CIFAR-10 file does (a file crafted to run "
+                           f"code looks like this); nothing in it was run. Do not use this copy: {_repair(path)}") from err
     except Exception as err:  # pickle raises almost anything on arbitrary bytes (MemoryError, OverflowError, ...)
         raise CIFAR10Error(f"{path}: cannot be read as {what} ({type(err).__name__}: {str(err)[:200]}); the file is "
                            f"truncated or corrupt. {_repair(path)}") from err
+
+
+# Reading a batch file without running code. The official batches (and prepare_cifar10.py's copy) pickle a dict of
+# str keys, str, ints, lists and uint8 arrays. numpy pickles an array as _reconstruct(ndarray, (0,), b'b') followed by
+# a BUILD with (1, shape, dtype, fortran_order, raw bytes), a dtype as dtype('u1', False, True) with a BUILD of its
+# state, and Python 3 writes bytes at protocol 2 as _codecs.encode(text, 'latin1'). Those four globals are the only ones
+# a genuine file names; each is answered by a stand-in that checks its arguments and builds the array itself with
+# np.frombuffer, so no numpy constructor or __setstate__ ever sees a hostile file's values (numpy's dtype.__setstate__
+# accepts flags that make a uint8 dtype claim to hold Python objects).
+class _Forbidden(pickle.UnpicklingError):
+    """A pickle names a global that no CIFAR-10 file names; the message is the global's full name."""
+
+
+class _StandIn:
+    """Base of the stand-ins: not hashable (no dict key or set member) and never modified by a BUILD it did not expect."""
+
+    __slots__ = ()
+    __hash__ = None
+
+    def __setstate__(self, state) -> None:
+        raise pickle.UnpicklingError(f"{type(self).__name__} takes no state")
+
+
+class _Marker(_StandIn):
+    """numpy.ndarray as a batch file names it: only ever an argument of _reconstruct, never called."""
+
+    __slots__ = ()
+
+
+class _PendingDtype(_StandIn):
+    """A dtype named by a batch file: a plain number type, its byte order from the pickled state."""
+
+    __slots__ = ("dtype",)
+    _NUMBERS = re.compile(r"[biuf][1248]")  # bool, integers, floats: what a batch's arrays may hold
+
+    def __init__(self, spec, align=False, copy=True):
+        spec = spec.decode("latin1") if isinstance(spec, bytes) else spec
+        if not (isinstance(spec, str) and self._NUMBERS.fullmatch(spec)) or align not in (False, 0) or copy not in (True, 1):
+            raise pickle.UnpicklingError(f"dtype{(spec, align, copy)!r} is not a plain number type")
+        self.dtype = np.dtype(spec)
+
+    def __setstate__(self, state) -> None:
+        # numpy's state of a plain dtype: (3, byte order, None, None, None, -1, -1, 0); anything else is refused.
+        if not (isinstance(state, tuple) and len(state) == 8 and state[0] == 3 and state[1] in ("<", ">", "|", "=")
+                and state[2:] == (None, None, None, -1, -1, 0)):
+            raise pickle.UnpicklingError("a dtype state that is not a plain number type's")
+        if state[1] in "<>":
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+class _PendingArray(_StandIn):
+    """An array named by a batch file, built from its pickled state by np.frombuffer."""
+
+    __slots__ = ("array",)
+
+    def __setstate__(self, state) -> None:
+        if hasattr(self, "array"):
+            raise pickle.UnpicklingError("an array given state twice")
+        if not (isinstance(state, tuple) and len(state) == 5 and state[0] == 1):
+            raise pickle.UnpicklingError("an array state that is not numpy's (1, shape, dtype, fortran, bytes)")
+        _, shape, dtype, fortran, data = state
+        if not (isinstance(shape, tuple) and len(shape) <= 8
+                and all(type(n) is int and n >= 0 for n in shape)):  # noqa: E721 (bool is not a size)
+            raise pickle.UnpicklingError(f"an array shape {str(shape)[:60]} that is not a few sizes")
+        if not isinstance(dtype, _PendingDtype) or fortran not in (True, False) or not isinstance(data, (bytes, str)):
+            raise pickle.UnpicklingError("an array state with an unexpected dtype, order or data")
+        data = data.encode("latin1") if isinstance(data, str) else data  # Python 2's str, decoded as latin1
+        if len(data) != math.prod(shape) * dtype.dtype.itemsize:
+            raise pickle.UnpicklingError(f"an array of shape {shape} and dtype {dtype.dtype} with {len(data)} bytes of data")
+        self.array = np.frombuffer(data, dtype.dtype).reshape(shape, order="F" if fortran else "C").copy()
+
+
+class _Reconstruct(_StandIn):
+    """numpy's _reconstruct as a batch file calls it: _reconstruct(ndarray, (0,), b'b'), an empty array to be given state."""
+
+    __slots__ = ()
+
+    def __call__(self, subtype, shape, code) -> _PendingArray:
+        if subtype is not _NDARRAY or shape != (0,) or code not in (b"b", "b"):
+            raise pickle.UnpicklingError("numpy's _reconstruct called with other arguments than numpy's own")
+        return _PendingArray()
+
+
+class _Latin1(_StandIn):
+    """_codecs.encode as Python 3 pickles bytes at protocol 2: encode(text, 'latin1'), no other codec."""
+
+    __slots__ = ()
+
+    def __call__(self, text, encoding) -> bytes:
+        if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+            raise pickle.UnpicklingError(f"_codecs.encode with encoding {str(encoding)[:20]!r}, not latin1")
+        return text.encode("latin1")
+
+
+_NDARRAY = _Marker()
+_ALLOWED = {("numpy.core.multiarray", "_reconstruct"): _Reconstruct(),  # written by NumPy 1 (and Python 2)
+            ("numpy._core.multiarray", "_reconstruct"): _Reconstruct(),  # written by NumPy 2
+            ("numpy", "ndarray"): _NDARRAY, ("numpy", "dtype"): _PendingDtype, ("_codecs", "encode"): _Latin1()}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """pickle's unpickler that resolves only the globals of _ALLOWED (to stand-ins) and refuses every other one."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _ALLOWED[(module, name)]
+        except (KeyError, TypeError):
+            raise _Forbidden(f"{module}.{name}"[:120]) from None
+
+
+_PLAIN = frozenset({int, str, bytes, float, bool, type(None)})
+
+
+def _resolve(obj):
+    """`obj` with every array stand-in replaced by its array, in place; any other stand-in left over is refused."""
+    holder = [obj]
+    seen, todo = set(), [holder]
+    while todo:  # a loop, not recursion: nesting depth is the file's choice; `seen` makes shared parts cost once
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, (dict, list)):
+            if _PLAIN.issuperset(map(type, item.values() if isinstance(item, dict) else item)):
+                continue  # the common case, a list of 10,000 labels or file names, checked at C speed
+            for key, value in (item.items() if isinstance(item, dict) else enumerate(item)):
+                if isinstance(value, _PendingArray) and hasattr(value, "array"):
+                    item[key] = value.array
+                elif isinstance(value, _StandIn) or value is _PendingDtype:
+                    raise pickle.UnpicklingError("numpy's pickling helpers where data was expected")
+                elif isinstance(value, (dict, list, tuple)):
+                    todo.append(value)
+        elif isinstance(item, tuple):
+            todo.extend(v for v in item if isinstance(v, (dict, list, tuple, _StandIn)) or v is _PendingDtype)
+        elif isinstance(item, _StandIn) or item is _PendingDtype:
+            raise pickle.UnpicklingError("numpy's pickling helpers where data was expected")
+    return holder[0]
 
 
 def _as_array(path: Path, key: str, value) -> np.ndarray:
@@ -193,9 +400,9 @@ def _as_array(path: Path, key: str, value) -> np.ndarray:
     return array
 
 
-def read_meta(path: Path) -> tuple[str, ...]:
-    """Read the class names from batches.meta and check they are CIFAR-10's ten (notebook 01's load_cifar10)."""
-    meta = _unpickle(path, "the CIFAR-10 class names")
+def read_meta(path: Path, raw: bytes | None = None) -> tuple[str, ...]:
+    """The class names in batches.meta (or `raw`, its bytes), checked to be CIFAR-10's ten (notebook 01's load_cifar10)."""
+    meta = _unpickle(path, "the CIFAR-10 class names", raw)
     try:
         names = tuple(meta["label_names"])
     except Exception as err:
@@ -206,27 +413,60 @@ def read_meta(path: Path) -> tuple[str, ...]:
     return names
 
 
-def _read_split(paths: list[Path]) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = zip(*(read_batch(p) for p in paths))
+def _read_split(paths: list[Path], raw: dict[str, bytes]) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = zip(*(read_batch(p, raw.pop(p.name)) for p in paths))  # pop: each file's bytes freed once parsed
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
 
-def _stamp(files: list[Path]) -> list[tuple[str, int, int]]:
-    # Size and modification time identify the batch files the cache was made from.
-    return [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+# Test images byte-identical to a training image. The offline JPEG copy in data/ has none (measured: 0 of 10,000); the
+# official batches hold near-duplicates of training images (Barz & Denzler 2020, "Do we train on test data?") but
+# byte-identical ones, if any, are few. More than a handful means the test batch is (partly) training images, and
+# every test accuracy would be inflated.
+DUPLICATES_ALLOWED = 10
+# Odd 64-bit multipliers of a linear hash of each image's 384 eight-byte words: 60,000 images hash in about 0.05 s.
+_IMAGE_HASH = np.random.default_rng(2024).integers(0, 2**63, size=3 * 32 * 32 // 8, dtype=np.uint64) * 2 + 1
 
 
-CACHE_VERSION = 2  # bump when the cache's layout changes: older caches are rebuilt
+def _image_hashes(images: np.ndarray) -> np.ndarray:
+    words = np.ascontiguousarray(images).reshape(len(images), -1).view(np.uint64)
+    return (words * _IMAGE_HASH).sum(axis=1, dtype=np.uint64)  # wraps modulo 2**64, as it should
+
+
+def duplicate_count(train_images: torch.Tensor, test_images: torch.Tensor) -> int:
+    """How many test images (CPU, uint8) are byte-identical to some training image (load_cifar10 refuses over a handful)."""
+    train, test = train_images.numpy(), test_images.numpy()
+    train_hash, test_hash = _image_hashes(train), _image_hashes(test)
+    candidates = np.flatnonzero(np.isin(test_hash, train_hash))
+    if not len(candidates):
+        return 0
+    by_hash: dict[int, list[int]] = {}
+    for i in np.flatnonzero(np.isin(train_hash, test_hash[candidates])):
+        by_hash.setdefault(int(train_hash[i]), []).append(int(i))
+    # Equal hashes are checked byte for byte, so the count is exact whatever the hash's collisions.
+    return sum(any(np.array_equal(test[t], train[i]) for i in by_hash[int(test_hash[t])]) for t in candidates)
+
+
+def _check_test_is_unseen(train_images: torch.Tensor, test_images: torch.Tensor, test_path: Path) -> None:
+    """A CIFAR10Error with the count when more than DUPLICATES_ALLOWED test images are training images."""
+    count = duplicate_count(train_images, test_images)
+    if count > DUPLICATES_ALLOWED:
+        raise CIFAR10Error(f"{test_path}: {count} of its {len(test_images)} test images are byte-identical to training "
+                           f"images (CIFAR-10 has at most a handful, {DUPLICATES_ALLOWED} allowed): the test batch is (a "
+                           f"copy of) training data, so test accuracy would measure memory, not generalisation. "
+                           f"{_repair(test_path)}")
+
+
+CACHE_VERSION = 3  # bump when the cache's layout changes: older caches are rebuilt (3: keyed on the content fingerprint)
 _SPLITS = ("train", "test")
 
 
-def _read_cache(path: Path, stamp: list) -> dict | None:
-    """The cached tensors, if the cache is this version, made from these files, and holds CIFAR-10; else None."""
+def _read_cache(path: Path, fingerprint: str) -> dict | None:
+    """The cached tensors, if the cache is this version, made from files with this fingerprint, and holds CIFAR-10."""
     if not path.is_file():
         return None
     try:
         saved = torch.load(path, weights_only=True)
-        fresh = saved.get("version") == CACHE_VERSION and saved.get("stamp") == [list(s) for s in stamp]
+        fresh = saved.get("version") == CACHE_VERSION and saved.get("fingerprint") == fingerprint
         tensors = {f"{split}_{kind}": saved[f"{split}_{kind}"] for split in _SPLITS for kind in ("images", "labels")}
     except Exception:  # a broken or foreign cache is rebuilt from the batches, never fatal
         return None
@@ -245,9 +485,9 @@ def _looks_like_cifar10(tensors: dict) -> bool:
     return True
 
 
-def _write_cache(path: Path, stamp: list, tensors: dict) -> None:
+def _write_cache(path: Path, fingerprint: str, tensors: dict) -> None:
     try:
-        atomic_torch_save(path, {"version": CACHE_VERSION, "stamp": [list(s) for s in stamp], **tensors})
+        atomic_torch_save(path, {"version": CACHE_VERSION, "fingerprint": fingerprint, **tensors})
     except OSError as err:  # a read-only or full data folder just means no cache (atomic_torch_save left no temp file)
         warnings.warn(f"could not write the CIFAR-10 cache {path} ({err}); loading works, only slower next time",
                       stacklevel=3)
