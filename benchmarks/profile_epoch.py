@@ -96,6 +96,7 @@ def main() -> None:
         import json
 
         out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
         records = json.loads(out.read_text()) if out.is_file() else []
         atomic_write_json(out, records + [record])
         print(f"appended to {out}")

@@ -98,6 +98,7 @@ def main() -> None:
             print(f"{name:16s} {change or f'the cpu recipe at {BASE_EPOCHS} epochs'}")
         return
     out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     records = json.loads(out.read_text()) if out.is_file() else []
     done = {r["key"] for r in records}
     data = load_cifar10(download=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import tarfile
 import threading
@@ -19,6 +20,9 @@ from helpers.plumbing.download import DownloadError, backoff_delay, download_fil
 
 # Fast, deterministic retries for every test: no real sleeping, no jitter unless a test asks for it.
 FAST = {"retries": 2, "backoff": 0.5, "jitter": 0.0, "timeout": 5.0, "progress": False}
+# An "endless" body gives up after this many bytes, so a client without a cap fails its test instead of hanging it.
+ENDLESS_LIMIT = 64 << 20
+HUGE = 10**12
 
 
 @dataclass
@@ -69,6 +73,10 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(200, body, {"Content-Length": str(len(body))}, rng)
         elif action == "no_length":
             self._reply(200, body, {}, rng)
+        elif action == "announce_huge":
+            self._reply(200, body, {"Content-Length": str(HUGE)}, rng)
+        elif action == "endless":
+            self._endless(body, rng)
         elif action == "stall":
             script.log.append(Served(self.path, rng, 200, 0))
             self.send_response(200)
@@ -86,6 +94,20 @@ class Handler(BaseHTTPRequestHandler):
                                          "Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"}, rng)
         else:
             self._reply(200, body, {"Content-Length": str(len(body))}, rng)
+
+    def _endless(self, body: bytes, rng: str | None) -> None:
+        """The file's bytes, then more and more, with no Content-Length: until the client hangs up."""
+        served = Served(self.path, rng, 200, 0)
+        self.server.script.log.append(served)
+        self.send_response(200)
+        self.end_headers()
+        block = body + b"\0" * (1 << 16)
+        try:
+            while served.sent < ENDLESS_LIMIT:
+                self.wfile.write(block)
+                served.sent += len(block)
+        except OSError:  # the client closed the connection: what it is meant to do
+            pass
 
     def _reply(self, code: int, body: bytes, headers: dict[str, str], rng: str | None) -> None:
         # Logged before anything goes out: the client may finish reading (and the test check the log)
@@ -139,6 +161,20 @@ def sleeps() -> list[float]:
 
 def fetch(urls, dest, digest, sleeps, **kw):
     return download_file(urls, dest, digest, sleep=sleeps.append, **{**FAST, **kw})
+
+
+def record_part_sizes(monkeypatch) -> list[int]:
+    """Sizes of every .part file at the moment it is deleted: a file only grows, so that is its largest."""
+    sizes: list[int] = []
+    unlink = Path.unlink
+
+    def recording(self, *args, **kwargs):
+        if self.name.endswith(".part") and self.is_file():
+            sizes.append(self.stat().st_size)
+        return unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", recording)
+    return sizes
 
 
 def test_plain_download_verifies_and_renames(server, archive, tmp_path, sleeps):
@@ -396,3 +432,104 @@ def test_a_mirror_with_another_scheme_is_skipped_with_a_warning_not_fatal(monkey
     with pytest.warns(UserWarning, match="skipping 'ftp://lab/cifar.tgz'"):
         urls = mirror_urls(["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"])
     assert urls == ["https://lab.example/cifar.tgz", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"]
+
+
+def test_an_endless_stream_is_stopped_at_the_cap_and_the_next_mirror_used(server, archive, tmp_path, sleeps, monkeypatch):
+    base, script = server
+    script.files["/endless.tgz"] = archive
+    script.files["/good.tgz"] = archive
+    script.plan["/endless.tgz"] = ["endless"]
+    largest = record_part_sizes(monkeypatch)
+    out = fetch([f"{base}/endless.tgz", f"{base}/good.tgz"], tmp_path / "a.tgz", md5(archive), sleeps,
+                max_bytes=len(archive))
+    assert out.read_bytes() == archive
+    assert [(s.path, s.status) for s in script.log] == [("/endless.tgz", 200), ("/good.tgz", 200)] and sleeps == []
+    # The mirror kept sending (more than the cap went out) but the partial file never held more than the cap.
+    assert len(archive) < script.sent("/endless.tgz") < ENDLESS_LIMIT
+    assert largest and max(largest) <= len(archive)
+
+
+def test_an_endless_stream_alone_fails_naming_the_url_and_leaves_nothing(server, archive, tmp_path, sleeps):
+    base, script = server
+    script.files["/endless.tgz"] = archive
+    script.plan["/endless.tgz"] = ["endless"] * 3
+    with pytest.raises(DownloadError) as err:
+        fetch(f"{base}/endless.tgz", tmp_path / "a.tgz", md5(archive), sleeps, max_bytes=len(archive))
+    assert (f"1. {base}/endless.tgz: the server sent more than the {len(archive)} bytes the file has (a stream without "
+            f"end?); stopped there and deleted the partial file [1 attempt]") in str(err.value)
+    assert len(script.log) == 1 and sleeps == []  # a mirror that sends another file is not asked again
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_body_announced_larger_than_the_cap_is_not_downloaded(server, archive, tmp_path, sleeps):
+    base, script = server
+    script.files["/big.tgz"] = archive
+    script.plan["/big.tgz"] = ["announce_huge"]
+    with pytest.raises(DownloadError) as err:
+        fetch(f"{base}/big.tgz", tmp_path / "a.tgz", md5(archive), sleeps, max_bytes=len(archive))
+    assert (f"{base}/big.tgz: the server announces {HUGE} bytes, more than the {len(archive)} the file has: it serves "
+            f"something else, so nothing more was downloaded from it [1 attempt]") in str(err.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_resume_announcing_a_larger_file_keeps_the_partial_file(server, archive, tmp_path, sleeps):
+    base, script = server
+    bigger = archive + b"x" * 100
+    script.files["/a.tgz"] = bigger  # this mirror serves another, longer file
+    (tmp_path / "a.tgz.part").write_bytes(archive[:1000])
+    with pytest.raises(DownloadError, match=rf"announces {len(bigger)} bytes, more than the {len(archive)}"):
+        fetch(f"{base}/a.tgz", tmp_path / "a.tgz", md5(archive), sleeps, max_bytes=len(archive))
+    assert [(s.range, s.status) for s in script.log] == [("bytes=1000-", 206)]
+    assert (tmp_path / "a.tgz.part").read_bytes() == archive[:1000]
+
+
+def test_the_cap_is_the_size_itself_not_one_byte_less(server, archive, tmp_path, sleeps):
+    base, script = server
+    script.files["/a.tgz"] = archive
+    script.plan["/a.tgz"] = ["no_length"]  # no Content-Length: only counting the body can stop it
+    out = fetch(f"{base}/a.tgz", tmp_path / "a.tgz", md5(archive), sleeps, max_bytes=len(archive))
+    assert out.read_bytes() == archive
+    script.plan["/a.tgz"] = ["no_length"]
+    with pytest.raises(DownloadError, match=f"sent more than the {len(archive) - 1} bytes"):
+        fetch(f"{base}/a.tgz", tmp_path / "b.tgz", md5(archive), sleeps, max_bytes=len(archive) - 1)
+    assert not (tmp_path / "b.tgz.part").exists()
+
+
+def test_a_partial_file_longer_than_the_cap_is_discarded_and_the_download_restarts(server, archive, tmp_path, sleeps):
+    base, script = server
+    script.files["/a.tgz"] = archive
+    (tmp_path / "a.tgz.part").write_bytes(archive + b"\0" * 5000)  # left by a download that had no cap
+    fetch(f"{base}/a.tgz", tmp_path / "a.tgz", md5(archive), sleeps, max_bytes=len(archive))
+    assert [(s.range, s.status) for s in script.log] == [(None, 200)]
+    assert (tmp_path / "a.tgz").read_bytes() == archive
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "170498071"])
+def test_a_cap_that_is_not_a_positive_whole_number_is_refused(tmp_path, bad):
+    with pytest.raises(ValueError, match="max_bytes is the file's size in bytes"):
+        download_file("http://127.0.0.1:9/x", tmp_path / "x", "0" * 32, max_bytes=bad)
+
+
+@pytest.mark.skipif(not hasattr(os, "O_NOFOLLOW"), reason="needs symlinks and O_NOFOLLOW")
+@pytest.mark.parametrize("name", ["a.tgz", "a.tgz.part"])
+def test_a_download_target_or_partial_file_that_is_a_symlink_is_refused_before_any_request(
+        server, archive, tmp_path, sleeps, name):
+    base, script = server
+    script.files["/a.tgz"] = archive
+    outside = tmp_path / "outside.bin"
+    outside.write_bytes(b"precious")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / name).symlink_to(outside)
+    with pytest.raises(ValueError, match=f"{tmp_path / 'data' / name} is a symbolic link"):
+        fetch(f"{base}/a.tgz", tmp_path / "data" / "a.tgz", md5(archive), sleeps)
+    assert outside.read_bytes() == b"precious" and script.log == []
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_partial_file_that_is_a_fifo_is_refused_without_hanging(server, archive, tmp_path, sleeps):
+    base, script = server
+    script.files["/a.tgz"] = archive
+    os.mkfifo(tmp_path / "a.tgz.part")
+    with pytest.raises(ValueError, match=r"a.tgz.part is a named pipe \(FIFO\)"):
+        fetch(f"{base}/a.tgz", tmp_path / "a.tgz", md5(archive), sleeps)
+    assert script.log == []

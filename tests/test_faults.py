@@ -216,6 +216,7 @@ save_checkpoint(sys.argv[1], {"epoch": 2, "weights": torch.ones(50_000)})
 
 def previous_checkpoint(folder: Path) -> tuple[Path, str]:
     path = folder / "checkpoint.pt"
+    folder.mkdir(parents=True, exist_ok=True)
     save_checkpoint(path, {"epoch": 1, "weights": torch.arange(50_000, dtype=torch.float32)})
     return path, sha256(path)
 

@@ -122,6 +122,7 @@ def record_notebook_cost(path: str | os.PathLike, notebook: str, mode: str, entr
 
     one_of("mode", mode, ("full", "reduced"))
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     data = json.loads(path.read_text()) if path.is_file() else {}
     data.setdefault("what", 'seconds and kernel memory of a "Run all" of each notebook in a fresh kernel '
                             "(tools/notebook_memory.py --record), per mode")

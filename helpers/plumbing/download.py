@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.request import Request, urlopen
 
+from .files import check_output_file, open_regular_file
+
 _MIRRORS_ENV = "CIFAR10_MIRRORS"
 _CHUNK = 1 << 16
 _MAX_DELAY = 60.0
@@ -87,20 +89,27 @@ def backoff_delay(attempt: int, backoff: float, jitter: float = 0.1) -> float:
 
 def download_file(urls: str | Sequence[str], dest: str | os.PathLike, md5: str, *, retries: int = 4, backoff: float = 1.0,
                   jitter: float = 0.1, timeout: float = 30.0, progress: bool = True, opener: _Opener | None = None,
-                  sleep: Callable[[float], None] | None = None) -> Path:
+                  sleep: Callable[[float], None] | None = None, max_bytes: int | None = None) -> Path:
     """Download `dest` from the first URL whose file has this md5, retrying and resuming; returns it (notebook 01's load_cifar10).
 
     Each URL gets 1 + `retries` attempts (a 4xx other than 408/416/425/429 skips to the next); `dest.part` is resumed.
+    With `max_bytes` (the file's known size) a server that announces or sends more is left for the next URL, and the
+    partial file never grows past it: a mirror streaming without end cannot fill the disk.
     """
     urls = [urls] if isinstance(urls, str) else list(urls)
-    md5 = _check_download_args(urls, md5, retries, backoff, jitter, timeout)
+    md5 = _check_download_args(urls, md5, retries, backoff, jitter, timeout, max_bytes)
     opener = opener or urlopen
     sleep = sleep or _sleep
     dest = Path(dest)
     if dest.is_file() and file_md5(dest) == md5:
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
+    # A symlink, FIFO or device under either name would be written through or replaced: refused before any traffic.
+    check_output_file(dest, "the download target")
+    check_output_file(part, "the partial download")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if max_bytes is not None and part.is_file() and part.stat().st_size > max_bytes:
+        part.unlink()  # longer than the file can be (left by a download without a cap): it cannot be resumed
     failures: list[tuple[str, str]] = []
     for url in urls:
         reason = "not tried"
@@ -108,7 +117,7 @@ def download_file(urls: str | Sequence[str], dest: str | os.PathLike, md5: str, 
             if attempt:
                 sleep(backoff_delay(attempt, backoff, jitter))
             try:
-                _fetch(url, part, timeout, opener, progress)
+                _fetch(url, part, timeout, opener, progress, max_bytes)
             except _Skip as err:
                 reason = str(err)
                 break
@@ -125,7 +134,8 @@ def download_file(urls: str | Sequence[str], dest: str | os.PathLike, md5: str, 
     raise DownloadError(dest, failures)
 
 
-def _check_download_args(urls: list, md5: str, retries: int, backoff: float, jitter: float, timeout: float) -> str:
+def _check_download_args(urls: list, md5: str, retries: int, backoff: float, jitter: float, timeout: float,
+                         max_bytes: int | None) -> str:
     """Every argument error before any network traffic; returns the md5 in lower case."""
     if not urls:
         raise ValueError("download_file needs at least one URL")
@@ -138,6 +148,8 @@ def _check_download_args(urls: list, md5: str, retries: int, backoff: float, jit
     if retries < 0 or backoff < 0 or jitter < 0 or timeout <= 0:
         raise ValueError(f"need retries >= 0, backoff >= 0, jitter >= 0 and timeout > 0; got "
                          f"retries={retries}, backoff={backoff}, jitter={jitter}, timeout={timeout}")
+    if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
+        raise ValueError(f"max_bytes is the file's size in bytes, a whole number of at least 1 (or None); got {max_bytes!r}")
     return md5
 
 
@@ -145,7 +157,7 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)  # a module-level indirection so tests of callers that cannot pass `sleep` can patch it out
 
 
-def _fetch(url: str, part: Path, timeout: float, opener: _Opener, progress: bool) -> None:
+def _fetch(url: str, part: Path, timeout: float, opener: _Opener, progress: bool, max_bytes: int | None) -> None:
     """One attempt: append the rest of `url` to `part`; raises _Retry or _Skip on failure."""
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": _USER_AGENT}
@@ -182,20 +194,26 @@ def _fetch(url: str, part: Path, timeout: float, opener: _Opener, progress: bool
         else:
             raise _Retry(f"unexpected HTTP status {status}")
         expected = offset + length if length is not None else total
-        received = _stream(response, part, mode, offset, expected, progress)
+        announced = max(n for n in (expected, total, 0) if n is not None)
+        if max_bytes is not None and announced > max_bytes:
+            raise _Skip(f"the server announces {announced} bytes, more than the {max_bytes} the file has: it serves "
+                        f"something else, so nothing more was downloaded from it")
+        received = _stream(response, part, mode, offset, expected, progress, max_bytes)
     if expected is not None and offset + received < expected:
         raise _Retry(f"connection closed after {offset + received} of {expected} bytes (kept for resuming)")
 
 
-def _stream(response: Any, part: Path, mode: str, offset: int, total: int | None, progress: bool) -> int:
-    """Copy the body into `part`; network errors become _Retry, disk errors propagate unchanged."""
+def _stream(response: Any, part: Path, mode: str, offset: int, total: int | None, progress: bool, max_bytes: int | None) -> int:
+    """Copy the body into `part`, never past `max_bytes`; network errors become _Retry, disk errors propagate unchanged."""
     from tqdm.auto import tqdm
 
     received = 0
     bar = tqdm(total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
                desc=part.name.removesuffix(".part"), disable=not progress)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode == "ab" else os.O_TRUNC)
+    room = None if max_bytes is None else max_bytes - offset
     try:
-        with open(part, mode) as f:
+        with open(open_regular_file(part, flags, "the partial download"), mode) as f:
             while True:
                 try:
                     chunk = response.read(_CHUNK)
@@ -204,6 +222,11 @@ def _stream(response: Any, part: Path, mode: str, offset: int, total: int | None
                     raise _Retry(f"connection broke after {offset + received} bytes: {type(err).__name__}: {err}") from err
                 if not chunk:
                     break
+                if room is not None and received + len(chunk) > room:
+                    f.close()
+                    part.unlink()
+                    raise _Skip(f"the server sent more than the {max_bytes} bytes the file has (a stream without end?); "
+                                f"stopped there and deleted the partial file")
                 f.write(chunk)
                 received += len(chunk)
                 bar.update(len(chunk))
