@@ -16,6 +16,7 @@ import subprocess
 import sys
 import typing
 from collections.abc import Iterable, Sequence
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -30,7 +31,7 @@ from .data import load_cifar10
 from .data.cifar10 import CIFAR10Error, dataset_label
 from .device import describe_device, pick_device
 from .plumbing.checks import TrainingError, at_least
-from .plumbing.files import atomic_write_json, exclusive_lock
+from .plumbing.files import atomic_write_json, check_output_file, exclusive_lock
 from .training import distributed as dist
 from .training import runs, train
 from .training.engine import check_split
@@ -191,9 +192,9 @@ def _main(args: argparse.Namespace, distributed: bool) -> int:
         device, recipe, seed, run_dir, data = _setup(args, distributed)
         if dist.is_main_process():  # one writer per run folder, for the run's whole life
             runs.make_run_dir(run_dir)
-            with exclusive_lock(run_dir / ".lock", f"the run folder {run_dir}"):
+            with exclusive_lock(run_dir / ".lock", f"the run folder {run_dir}") as lock:
                 runs.prepare_run_dir(run_dir)
-                return _run(args, device, recipe, seed, run_dir, data)
+                return _run(args, device, recipe, seed, run_dir, data, lock)
         return _run(args, device, recipe, seed, run_dir, data)
     except (ValueError, CIFAR10Error, OSError, TrainingError) as err:
         print(f"error: {err}")
@@ -206,7 +207,15 @@ def _main(args: argparse.Namespace, distributed: bool) -> int:
         return code
 
 
-def _run(args: argparse.Namespace, device, recipe: Recipe, seed: int, run_dir: Path, data) -> int:
+def _still_ours(lock) -> None:
+    """Before each checkpoint: the run folder is still the one this run locked (not deleted, nor made anew by another)."""
+    try:
+        lock.check()
+    except FileNotFoundError as err:
+        raise TrainingError(f"{err}; this run stops") from err
+
+
+def _run(args: argparse.Namespace, device, recipe: Recipe, seed: int, run_dir: Path, data, lock=None) -> int:
     """Train with every check passed; exit code 0, or 1 (training failed)."""
     main_process = dist.is_main_process()
     say = print if main_process else (lambda *a, **k: None)
@@ -230,7 +239,7 @@ def _run(args: argparse.Namespace, device, recipe: Recipe, seed: int, run_dir: P
     try:
         _, history = train(recipe, data=data, seed=seed, device=device, checkpoint=run_dir / "checkpoint.pt",
                            resume=args.resume, progress=not args.no_progress, stop_after=args.stop_after,
-                           callbacks=[after_epoch])
+                           callbacks=[after_epoch], guard=None if lock is None else partial(_still_ours, lock))
     except TrainingError as err:
         print(f"error: {err}")
         return 1
@@ -309,6 +318,7 @@ def _ablation(args: argparse.Namespace) -> int:
         if args.jobs > 1:
             return _run_jobs(args, full, shard)
         out = shard_output(args.out, shard) if args.out else default_output(full, shard)
+        check_output_file(out, "--out")
         read_sweep_file(out)  # a results file that cannot be one is refused before any data or training
         data = load_cifar10(args.data_root)
     except (ValueError, CIFAR10Error, OSError) as err:

@@ -229,3 +229,22 @@ def test_sigterm_to_a_parallel_sweep_stops_its_jobs_too(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_run_whose_folder_is_replaced_stops_before_writing_into_the_new_one(cifar_root, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    real = commands.runs.write_history
+    run_dir = tmp_path / "run"
+
+    def then_replaced(folder, history):
+        real(folder, history)
+        shutil.rmtree(run_dir)  # deleted while the run trains, and made anew (by another run, say)
+        run_dir.mkdir()
+        (run_dir / "theirs.txt").write_text("another run's file")
+
+    monkeypatch.setattr(commands.runs, "write_history", then_replaced)
+    assert train_command(tiny(cifar_root, run_dir, "--epochs", "2")) == 1
+    out = capsys.readouterr().out
+    assert "was deleted, moved or replaced" in out and "this run stops" in out
+    assert sorted(p.name for p in run_dir.iterdir()) == ["theirs.txt"]  # nothing of this run written into it

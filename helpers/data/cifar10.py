@@ -33,6 +33,8 @@ CACHE_FILE = "cifar10-uint8.pt"
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE = "cifar-10-python.tar.gz"
 ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
+# The official archive's size (the toronto.edu server's Content-Length): a download is stopped beyond it.
+ARCHIVE_SIZE = 170_498_071
 
 
 # The validation split: a fixed share of every class of the 50,000 training images, drawn with this random seed
@@ -180,7 +182,8 @@ def download_cifar10(root: str | os.PathLike, urls: list[str] | None = None, md5
 
     root = Path(root)
     try:
-        archive = download_file(mirror_urls([URL] if urls is None else urls), root / ARCHIVE, md5 or ARCHIVE_MD5)
+        archive = download_file(mirror_urls([URL] if urls is None else urls), root / ARCHIVE, md5 or ARCHIVE_MD5,
+                                max_bytes=None if md5 else ARCHIVE_SIZE)
     except DownloadError as err:
         raise CIFAR10Error(_missing_message(root / FOLDER, f"the download failed.\n{str(err).rstrip('.')}")) from err
     try:
@@ -488,7 +491,8 @@ def _looks_like_cifar10(tensors: dict) -> bool:
 def _write_cache(path: Path, fingerprint: str, tensors: dict) -> None:
     try:
         atomic_torch_save(path, {"version": CACHE_VERSION, "fingerprint": fingerprint, **tensors})
-    except OSError as err:  # a read-only or full data folder just means no cache (atomic_torch_save left no temp file)
+    except (OSError, ValueError) as err:  # a read-only or full data folder, or a cache path that is no regular file,
+        # just means no cache (atomic_torch_save left no temp file)
         warnings.warn(f"could not write the CIFAR-10 cache {path} ({err}); loading works, only slower next time",
                       stacklevel=3)
 

@@ -134,13 +134,14 @@ def atomic_torch_save(path: str | os.PathLike, obj) -> Path:
     def write(f: BinaryIO) -> None:
         # torch.save reports a failed write as a vague RuntimeError ("unexpected pos ..."): keep the
         # OSError that caused it, so the message can say what went wrong.
-        failures: list[OSError] = []
+        # The same for Ctrl-C or SIGTERM during the write: torch turns them into that RuntimeError too.
+        failures: list[BaseException] = []
 
         class Sink:
             def write(self, data) -> int:
                 try:
                     return f.write(data)
-                except OSError as err:
+                except BaseException as err:
                     failures.append(err)
                     raise
 

@@ -23,6 +23,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     path = Path(path)
     try:
         atomic_torch_save(path, state)
+    except FileNotFoundError as err:  # the run's folder was deleted or moved while it trained
+        raise TrainingError(f"could not write the checkpoint {path} ({err})") from err
     except OSError as err:
         raise TrainingError(f"could not write the checkpoint {path} ({err}); the previous checkpoint there, if any, is intact. "
                             f"Free some disk space or write to another disk (--run-dir); a run can resume from the previous "

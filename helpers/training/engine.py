@@ -377,13 +377,15 @@ def _train_one_epoch(run: _Run, loader: Iterable, epoch: int, progress: bool = T
 def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, recipe: Recipe, *, test_loader: Iterable | None = None,
         monitor: str = "val", seed: int | None = None, device: torch.device | str | None = None,
         checkpoint: str | os.PathLike | None = None, resume: bool = False, callbacks: Sequence[_Callback] = (),
-        progress: bool = True, stop_after: int | None = None, data_id: str | None = None) -> History:
+        progress: bool = True, stop_after: int | None = None, data_id: str | None = None,
+        guard: Callable[[], None] | None = None) -> History:
     """Train `model` for `recipe.epochs` epochs, evaluating and checkpointing after each (notebook 03).
 
     `val_loader` is scored every epoch, its metrics named after `monitor` ("val", or "test" for a benchmark);
     `test_loader`, if given, once after the last epoch. `seed` and `data_id` (the data's fingerprint) go into the
     checkpoint so a resume can check them. With `recipe.ema` the moving average is what is scored, and what `model`
     holds at the end. With `progress`, the time the run should take here is printed first, from a short probe.
+    `guard`, if given, runs before each checkpoint is written and may stop the run (the command line's folder lock).
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     if len(train_loader) == 0:
@@ -409,7 +411,7 @@ def fit(model: nn.Module, train_loader: Iterable, val_loader: Iterable, recipe: 
                         "images_per_s": trained["images_per_s"]})
         if test_loader is not None and epoch + 1 == recipe.epochs:
             history.last.update(evaluate(run.eval_model, test_loader, recipe, device, "test"))  # reported, never chosen on
-        _end_of_epoch(run, history, checkpoint, callbacks)
+        _end_of_epoch(run, history, checkpoint, callbacks, guard)
         if stop_after is not None and epoch + 1 - first >= stop_after:
             break
     if run.ema is not None and len(history) == recipe.epochs:
@@ -438,8 +440,11 @@ def estimate_seconds(run: _Run, loader: Iterable, epochs: int, steps: int = 3) -
     return per_step * len(loader) * epochs, len(y) / per_step
 
 
-def _end_of_epoch(run: _Run, history: History, checkpoint: str | os.PathLike | None, callbacks: Sequence[_Callback]) -> None:
-    """Checkpoint (main process only), then let every process catch up, then the callbacks."""
+def _end_of_epoch(run: _Run, history: History, checkpoint: str | os.PathLike | None, callbacks: Sequence[_Callback],
+                  guard: Callable[[], None] | None = None) -> None:
+    """Checkpoint (main process only, after `guard`), then let every process catch up, then the callbacks."""
+    if guard is not None and dist.is_main_process():
+        guard()
     if checkpoint is not None:
         state = run.state(history)  # every process takes part: it gathers their random states
         if dist.is_main_process():

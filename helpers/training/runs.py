@@ -101,17 +101,13 @@ def make_run_dir(run_dir: Path) -> None:
         raise OSError(f"cannot create the run folder {run_dir}: {err}; choose another --run-dir") from err
 
 
-RUN_FILES = ("config.json", "history.json", "history.csv", "checkpoint.pt", "metrics.json")
-
-
 def prepare_run_dir(run_dir: Path) -> None:
     """Check the run folder is writable and drop the temp files killed writes left beside its files (README)."""
     try:
         atomic_write_text(run_dir / ".write-test", "x" * 1024).unlink()
     except OSError as err:
         raise OSError(f"cannot write to the run folder {run_dir}: {err}; choose another --run-dir") from err
-    for name in RUN_FILES:
-        remove_temps(run_dir / name)
+    remove_temps(run_dir)
 
 
 def resumed_banner(recipe: Recipe) -> str:
