@@ -9,9 +9,13 @@ import argparse
 import json
 import math
 import statistics
+import sys
 from pathlib import Path
 
+from time_to_accuracy import bench_recipe, read_records
+
 from helpers.ablation.store import sweep_records
+from helpers.training.recipes import recorded_fields
 
 START, END = "<!-- MEASURED -->", "<!-- /MEASURED -->"
 
@@ -42,25 +46,61 @@ def _cell(text: str) -> str:
     return text.replace(" | ", ", ")
 
 
+# Fields a recipe gained after runs were recorded, with the value that reproduces what the code did before: until
+# `validation` existed (commit 7c7e571) the benchmark trained on all 50,000 images, as validation=0.0 does now.
+_PREDATES = {"validation": 0.0}
+_ABSENT = object()
+
+
+def recipe_changes(recipe: dict) -> dict | None:
+    """The fields where a record's recipe differs from its named recipe as the benchmark builds it (full mode, no --set).
+
+    {} for the named recipe itself; None when no recipe of that name exists any more. A field absent on one side
+    counts as different, except those of _PREDATES.
+    """
+    try:
+        named = recorded_fields(bench_recipe(recipe["name"], {}, reduced=False))
+    except ValueError:
+        return None
+    got = {**_PREDATES, **recorded_fields(recipe)}
+    return {k: got.get(k, _ABSENT) for k in sorted(set(named) | set(got)) if got.get(k, _ABSENT) != named.get(k, _ABSENT)}
+
+
+def recipe_label(recipe: dict) -> str:
+    """`name` for the named recipe; with anything else, the overrides that made it, as --set would give them."""
+    changes = recipe_changes(recipe)
+    if changes is None:
+        return f"`{recipe['name']}` (no longer a recipe of the course)"
+    if not changes:
+        return f"`{recipe['name']}`"
+    shown = " ".join(f"{k}={'(not recorded)' if v is _ABSENT else v if isinstance(v, str) else json.dumps(v)}"
+                     for k, v in changes.items())
+    return _cell(f"`{recipe['name']}` with `--set {shown}`")
+
+
 def recipe_rows(results: Path) -> list[str]:
-    """One table row per recipe and device from results/time_to_accuracy_*.json."""
+    """One table row per recipe, overrides, device and data from the complete full-mode runs of time_to_accuracy_*.json.
+
+    Only a run of exactly the named recipe is that recipe's row; a run with overrides gets a row of its own, labelled
+    with them, so it is shown but never taken for the recipe's result.
+    """
     rows = []
     for path in sorted(results.glob("time_to_accuracy_*.json")):
-        records = [r for r in json.loads(path.read_text()) if not r.get("reduced_mode") and r.get("complete", True)]
-        by_device: dict[tuple[str, str], list[dict]] = {}  # a file may hold several recipes run side by side
+        records = [r for r in read_records(path) if not r["reduced_mode"] and r.get("complete", True)]
+        by_run: dict[tuple[str, str, str], list[dict]] = {}  # a file may hold several recipes run side by side
         for r in records:
-            by_device.setdefault((r["recipe"]["name"], r["device"]), []).append(r)
-        for (_, device), runs in by_device.items():
+            by_run.setdefault((recipe_label(r["recipe"]), r["device"], r["data"]), []).append(r)
+        for (label, device, data), runs in by_run.items():
             r0 = runs[0]
             tta = [r["final_test_acc_tta"] for r in runs if r.get("final_test_acc_tta") is not None]
             to = {t: _median_reached([r["time_to"][t] for r in runs]) for t in ("81.37", "85")}
             if r0.get("time_to_tta"):
                 to = {t: f"{to[t]} / {_median_reached([r['time_to_tta'][t] for r in runs])}" for t in to}
             rows.append(
-                f"| `{r0['recipe']['name']}` | {len(runs)} ({', '.join(str(r['seed']) for r in runs)}) "
+                f"| {label} | {len(runs)} ({', '.join(str(r['seed']) for r in runs)}) "
                 f"| {_mean_std([r['final_test_acc'] for r in runs])} | {_mean_std(tta)} "
                 f"| {_mean_std([r['train_seconds'] for r in runs], '.0f')} | {to['81.37']} | {to['85']} "
-                f"| {_cell(device)}; {r0['data']}; {r0['date'][:10]} |"
+                f"| {_cell(device)}; {data}; {r0['date'][:10]} |"
             )
     return rows
 
@@ -161,14 +201,20 @@ def write_readme_section(readme: Path, results: Path) -> None:
     readme.write_text(head + section(results) + tail)
 
 
-def main() -> None:
+def main() -> int:
+    """The command line: exit code 0, or 2 when a results file or the README cannot be read."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", default="results")
     p.add_argument("--readme", default="README.md")
     args = p.parse_args()
-    write_readme_section(Path(args.readme), Path(args.results))
+    try:
+        write_readme_section(Path(args.readme), Path(args.results))
+    except (ValueError, OSError) as err:  # a results file that is not one: named, and the README left as it was
+        print(f"error: {err}")
+        return 2
     print(f"updated {args.readme} from {args.results}/")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

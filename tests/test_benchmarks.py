@@ -15,10 +15,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from measured import END, START, ablation_lines, section, write_readme_section  # noqa: E402
-from time_to_accuracy import summarize  # noqa: E402
+from time_to_accuracy import bench_recipe, summarize  # noqa: E402
 
 
-def record(seed: int, accs: list[float], seconds: float = 10.0, reduced: bool = False) -> dict:
+def bare_record(seed: int, accs: list[float], seconds: float = 10.0, reduced: bool = False) -> dict:
+    """A run of len(accs) epochs with only the fields the summaries read (never written to a results file)."""
     history = [{"epoch": i + 1, "test_acc": a, "test_acc_tta": a + 1, "train_seconds_total": seconds * (i + 1)}
                for i, a in enumerate(accs)]
     h = History(history)
@@ -30,6 +31,15 @@ def record(seed: int, accs: list[float], seconds: float = 10.0, reduced: bool = 
         "time_to_tta": {k: h.time_to(float(k), "test_acc_tta") for k in ("81.37", "85", "90")},
         "history": history,
     }
+
+
+def record(seed: int, accs: list[float], seconds: float = 10.0, reduced: bool = False, name: str = "cpu",
+           **overrides) -> dict:
+    """A complete run as time_to_accuracy.py records it: the named recipe (with `overrides`, as --set gives them),
+    its last epochs scoring `accs` and the ones before 10%, `seconds` of training per epoch."""
+    recipe = bench_recipe(name, overrides, reduced=False)
+    accs = [10.0] * (recipe.epochs - len(accs)) + list(accs)
+    return {**bare_record(seed, accs, seconds, reduced), "recipe": recipe.to_dict()}
 
 
 def test_history_time_to():
@@ -46,10 +56,10 @@ def test_readme_section_matches_records(tmp_path):
     text = section(results)
     row = next(line for line in text.splitlines() if line.startswith("| `cpu`"))
     # Reduced-mode records never reach the README; mean ± std of 86, 88, 84 is 86.00 ± 2.00.
-    assert "| 3 (0, 1, 2) |" in row and "86.00 ± 2.00" in row and "87.00 ± 2.00" in row
-    # Plain crossing of 81.37%: 20, 20, 30 s -> 20 s; with flip-TTA: 20, 20, 30 -> 20 s.
-    # Of 85%: plain 30, 30 s and never -> "30 s (2/3 seeds)"; flip-TTA 20, 30, 30 -> 30 s.
-    assert "| 20 s / 20 s | 30 s (2/3 seeds) / 30 s |" in row and "CIFAR-10 (JPEG mirror)" in row
+    assert row.startswith("| `cpu` | 3 (0, 1, 2) |") and "86.00 ± 2.00" in row and "87.00 ± 2.00" in row
+    # The cpu recipe's 10 epochs, 10 s each, the last three scoring accs: plain crossing of 81.37% at epochs 9, 9, 10:
+    # 90 s; with flip-TTA 9, 9, 10: 90 s. Of 85%: plain 10, 10 and never -> "100 s (2/3 seeds)"; flip-TTA 9, 10, 10.
+    assert "| 100 ± 0 | 90 s / 90 s | 100 s (2/3 seeds) / 100 s |" in row and "CIFAR-10 (JPEG mirror)" in row
     assert "device=cpu, Test CPU" in row  # the device line's "|" would break the table
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n\n{START}\nold\n{END}\n\n## after\n")
@@ -62,10 +72,19 @@ def test_readme_section_matches_records(tmp_path):
 
 
 def sweep_record(variant: str, seed: int, acc: float, status: str = "ok", reduced: bool = False) -> dict:
-    return {"variant": variant, "seed": seed, "config": "c", "status": status, "reduced": reduced, "val_acc": acc,
-            "test_acc": acc + 1, "train_seconds": 60.0, "epochs": 5, "train_images": 45000, "val_images": 5000,
-            "test_images": 10000, "params": 1, "flops_per_image": 1, "device": "device=cpu | Test CPU",
-            "data": "CIFAR-10 (JPEG mirror)", "date": f"2026-12-0{seed + 1}T00:00:00+00:00"}
+    """A run of the sweep as helpers/ablation/runner.py records it, validation accuracy `acc`."""
+    from helpers.ablation import variant_by_name, variant_recipe
+    from helpers.training.recipes import recipe_key
+
+    v = variant_by_name(variant)
+    recipe = variant_recipe(v, full=not reduced)
+    return {"variant": variant, "group": v.group, "label": v.label, "reference": v.reference, "seed": seed,
+            "config": recipe_key(recipe), "status": status, "reduced": reduced, "epochs": recipe.epochs,
+            "train_images": 45000, "val_images": 5000, "test_images": 10000, "validation": recipe.validation,
+            "params": 1, "flops_per_image": 1, "top_class_share": 0.1, "val_acc": acc, "val_acc_tta": None,
+            "test_acc": acc + 1, "test_acc_tta": None, "train_seconds": 60.0, "epochs_done": recipe.epochs,
+            "images": 1, "device": "device=cpu | Test CPU", "torch": "2.x", "data": "CIFAR-10 (JPEG mirror)",
+            "date": f"2026-12-0{seed + 1}T00:00:00+00:00", "recipe": recipe.to_dict()}
 
 
 def test_readme_lists_the_ablation_sweep_with_paired_verdicts(tmp_path):
@@ -75,8 +94,13 @@ def test_readme_lists_the_ablation_sweep_with_paired_verdicts(tmp_path):
     records = [sweep_record("baseline", s, a) for s, a in enumerate((80.0, 81.0, 82.0))]
     records += [sweep_record("gelu", s, a) for s, a in enumerate((82.0, 83.0, 84.5))]  # +2, +2, +2.5
     records += [sweep_record("conv_3", s, a) for s, a in enumerate((79.0, 82.0, 81.0))]  # -1, +1, -1
-    records += [sweep_record("norm_none", 0, 10.0, status="collapsed"), sweep_record("norm_none", 1, 60.0),
-                sweep_record("dropout_0.5", 0, 99.0, reduced=True)]  # a smoke test never reaches the README
+    records += [sweep_record("norm_none", 0, 10.0, status="collapsed"), sweep_record("norm_none", 1, 60.0)]
+    smoke = [sweep_record("dropout_0.5", 0, 99.0, reduced=True)]
+    (results / "ablations.json").write_text(json.dumps(smoke))
+    assert ablation_lines(results) == []  # a smoke test never reaches the README ...
+    (results / "ablations.json").write_text(json.dumps(records + smoke))
+    with pytest.raises(ValueError, match="is a reduced .smoke-test. run, .* a full one: a results file never mixes"):
+        ablation_lines(results)  # ... and a file that mixes them is refused, not filtered
     (results / "ablations.json").write_text(json.dumps(records))
     lines = ablation_lines(results)
     rows = {line.split(" | ")[1]: line for line in lines if line.startswith("| ") and "`" in line.split(" | ")[1]}
@@ -93,7 +117,7 @@ def test_readme_lists_the_ablation_sweep_with_paired_verdicts(tmp_path):
 
 
 def test_a_side_by_side_file_gives_one_row_per_recipe(tmp_path):
-    old = [{**record(s, [80, 84, 86], seconds=20.0), "recipe": {"name": "cpu_v1"}} for s in (0, 1)]
+    old = [record(s, [80, 84, 86], seconds=20.0, name="cpu_v1") for s in (0, 1)]
     new = [record(s, [82, 86]) for s in (0, 1)]
     (tmp_path / "time_to_accuracy_cpu_vs_v1.json").write_text(json.dumps(old + new))
     rows = [line for line in section(tmp_path).splitlines() if line.startswith("| `cpu")]
@@ -101,7 +125,7 @@ def test_a_side_by_side_file_gives_one_row_per_recipe(tmp_path):
 
 
 def test_time_to_accuracy_summary_counts_seeds_that_reached():
-    text = summarize([record(0, [80, 84, 86]), record(1, [70, 75, 80])])
+    text = summarize([bare_record(0, [80, 84, 86]), bare_record(1, [70, 75, 80])])
     assert "time_to     85.00%  median    30.0 s  (1/2 seeds reached)" in text
     assert "time_to     90.00%  not reached  (0/2 seeds reached)" in text
 
@@ -109,9 +133,9 @@ def test_time_to_accuracy_summary_counts_seeds_that_reached():
 def test_side_by_side_ratios_pair_seeds_on_the_same_machine():
     from helpers.speed import side_by_side_ratios
 
-    old = [{**record(s, [80, 82, 84, 86], seconds=20.0), "recipe": {"name": "old"}} for s in (0, 1)]
-    new = [{**record(s, [82, 86], seconds=15.0), "recipe": {"name": "new"}} for s in (0, 1)]
-    elsewhere = {**record(0, [90], seconds=1.0), "recipe": {"name": "new"}, "device": "device=cpu | Other CPU"}
+    old = [{**bare_record(s, [80, 82, 84, 86], seconds=20.0), "recipe": {"name": "old"}} for s in (0, 1)]
+    new = [{**bare_record(s, [82, 86], seconds=15.0), "recipe": {"name": "new"}} for s in (0, 1)]
+    elsewhere = {**bare_record(0, [90], seconds=1.0), "recipe": {"name": "new"}, "device": "device=cpu | Other CPU"}
     table = side_by_side_ratios(old + new + [elsewhere], ["old", "new"], targets=("81.37", "85", "90"))
     # 81.37%: old 40 s, new 15 s; 85%: old 80 s, new 30 s; last epoch: 80 s vs 30 s: 0.375 each, per seed
     assert list(table["seconds to"]) == ["81.37%", "85%", "last epoch"]  # neither reached 90%: no row

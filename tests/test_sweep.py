@@ -16,6 +16,7 @@ from conftest import make_cifar_folder
 from helpers import commands
 from helpers.ablation import (
     BASELINE,
+    Variant,
     default_output,
     plot_differences,
     plot_sweep,
@@ -123,17 +124,25 @@ def test_sweep_records_resumes_and_survives_divergence(tmp_path):
     assert again.calls == []
     run_sweep(variants, (0, 1), out, full=False, data=fake_data(), progress=False, train_fn=again, resume=False)
     assert len(again.calls) == 6 and len(read_sweep_file(out)) == 6
-    # A full-size run of the same variant is a different experiment: refused in the same file, never mixed.
+    # A full-size run is a different experiment: refused in a file of reduced runs, resume=False or not, never mixed.
     full = FakeTrain()
-    with pytest.raises(ValueError, match="other settings.*never mixes"):
-        run_sweep([BASELINE], (0,), out, full=True, data=fake_data(), progress=False, train_fn=full)
-    assert full.calls == []
+    before = out.read_bytes()
+    for resume in (True, False):
+        with pytest.raises(ValueError, match=f"{out} holds 6 reduced .smoke-test. run.s.*this sweep makes full runs.*"
+                                             f"never mixes them: give another --out"):
+            run_sweep([BASELINE], (0,), out, full=True, data=fake_data(), progress=False, train_fn=full, resume=resume)
+    assert full.calls == [] and out.read_bytes() == before
     run_sweep([BASELINE], (0,), tmp_path / "full.json", full=True, data=fake_data(), progress=False, train_fn=full)
     assert len(full.calls) == 1
-    # resume=False starts those variants afresh: their records of other settings are replaced, never mixed.
-    run_sweep([BASELINE], (0,), out, full=True, data=fake_data(), progress=False, train_fn=full, resume=False)
+    # A variant of the same name and mode but other settings (here: another lr) is refused too ...
+    other = Variant("baseline", "baseline", "baseline at lr 0.1", {"lr": 0.1})
+    with pytest.raises(ValueError, match="other settings.*never mixes"):
+        run_sweep([other], (0,), out, full=False, data=fake_data(), progress=False, train_fn=full)
+    assert len(full.calls) == 1 and out.read_bytes() == before
+    # ... and resume=False starts it afresh: its records of other settings are replaced, never mixed.
+    run_sweep([other], (0,), out, full=False, data=fake_data(), progress=False, train_fn=full, resume=False)
     baseline = [r for r in read_sweep_file(out) if r["variant"] == "baseline"]
-    assert len(full.calls) == 2 and len(baseline) == 1 and baseline[0]["reduced"] is False
+    assert len(full.calls) == 2 and len(baseline) == 1 and baseline[0]["recipe"]["lr"] == 0.1
 
 
 def test_shard_files_are_read_back_together(tmp_path):

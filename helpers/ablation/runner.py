@@ -17,11 +17,19 @@ from ..data.cifar10 import Cifar10, dataset_label, split_sizes
 from ..device import describe_device, pick_device
 from ..models import build_model, count_parameters, total_flops
 from ..plumbing.checks import TrainingError
-from ..plumbing.files import exclusive_lock
 from ..training import predict, recipe_loaders, train
 from ..training.recipes import Recipe, recipe_key
 from .spec import BASELINE, VARIANTS, Variant, variant_recipe
-from .store import check_same_experiment, default_output, read_sweep_file, run_key, sweep_records, write_records
+from .store import (
+    check_mode,
+    check_same_experiment,
+    default_output,
+    read_sweep_file,
+    results_lock,
+    run_key,
+    sweep_records,
+    write_records,
+)
 
 
 def plan_runs(variants: Sequence[Variant], seeds: Sequence[int], shard: tuple[int, int] | None = None
@@ -58,8 +66,9 @@ def run_sweep(variants: Sequence[Variant] | None = None, seeds: Sequence[int] = 
     out.parent.mkdir(parents=True, exist_ok=True)
     # One writer per results file: a second sweep on the same file stops here, naming the first one's process,
     # instead of training the same runs and overwriting its records.
-    with exclusive_lock(out.with_name(f".{out.name}.lock"), f"the results file {out} (another sweep writes it)"):
+    with results_lock(out):
         records = read_sweep_file(out)
+        check_mode(out, records, full)  # before anything is written: a refused sweep changes nothing
         planned = {v.name: recipe_key(variant_recipe(v, full)) for v, _ in runs}
         if not resume:  # a fresh start of these variants: their old records go, whatever settings made them
             records = [r for r in records if r["variant"] not in planned]
