@@ -24,7 +24,7 @@ import torch
 from .ablation import GROUPS, VARIANTS, groups_for_device, run_sweep, select_variants
 from .ablation.report import summarize_sweep
 from .ablation.runner import plan_runs
-from .ablation.spec import GPU_ONLY_GROUPS, SWEEP_EPOCHS
+from .ablation.spec import SLOW_ON_CPU_GROUPS, SWEEP_EPOCHS
 from .ablation.store import default_output, merge_shards, parse_shard, read_sweep_file, shard_output, split_shard
 from .course import REDUCED, is_full, mode_banner
 from .data import load_cifar10
@@ -308,8 +308,8 @@ def _ablation(args: argparse.Namespace) -> int:
         device = pick_device(args.device)
         if args.groups is None and groups_for_device(device.type) != list(GROUPS):
             args.groups = groups_for_device(device.type)
-            print(f"on {device.type}: GPU-only group(s) {', '.join(GPU_ONLY_GROUPS)} left out; name them with --groups "
-                  f"to run them anyway")
+            print(f"on {device.type}: group(s) {', '.join(SLOW_ON_CPU_GROUPS)} left out by default (hours per run here); "
+                  f"name them with --groups to run them")
         variants = select_variants(args.groups)
         full = is_full(args.full)
         at_least("--jobs", args.jobs, 1)

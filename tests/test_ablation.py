@@ -78,9 +78,29 @@ def test_variant_with_an_unknown_field_is_rejected():
 
 def test_a_cpu_leaves_out_the_gpu_only_groups():
     from helpers.ablation import groups_for_device
-    from helpers.ablation.spec import GPU_ONLY_GROUPS
+    from helpers.ablation.spec import SLOW_ON_CPU_GROUPS
 
     assert groups_for_device("cuda") == list(GROUPS)
     for device_type in ("cpu", "mps"):
         groups = groups_for_device(device_type)
-        assert "input" in GPU_ONLY_GROUPS and "input" not in groups and len(groups) == len(GROUPS) - len(GPU_ONLY_GROUPS)
+        assert "input" in SLOW_ON_CPU_GROUPS and "input" not in groups and len(groups) == len(GROUPS) - len(SLOW_ON_CPU_GROUPS)
+
+
+def test_paired_difference_of_any_two_variants_matches_the_summary_and_names_bad_input():
+    import json
+    import math
+    from pathlib import Path
+
+    from helpers.ablation import paired_difference, summarize_sweep
+
+    records = [r for r in json.loads((Path(__file__).resolve().parent.parent / "results" / "ablations.json").read_text())
+               if not r.get("reduced")]
+    table = summarize_sweep(records)
+    for _, row in table[table["verdict"] != "reference"].iterrows():
+        reference = GROUPS[row["group"]].reference
+        got = paired_difference(records, row["variant"], reference)
+        assert got["verdict"] == row["verdict"] and (math.isnan(row["delta"]) or abs(got["delta"] - row["delta"]) < 1e-9)
+    upstream = paired_difference(records, "bce_softmax", "softmax_ce")  # upstream's own comparison, under SGD
+    assert upstream["paired_seeds"] == 3 and upstream["delta_low"] > 0 and upstream["verdict"] == "better"
+    with pytest.raises(ValueError, match="unknown variant 'magic'"):
+        paired_difference(records, "magic", "baseline")

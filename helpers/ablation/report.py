@@ -120,6 +120,22 @@ def _paired_difference(runs: pd.DataFrame, reference: pd.DataFrame, is_reference
     return {"paired_seeds": n, "delta": mean, "delta_low": low, "delta_high": high, "verdict": verdict}
 
 
+def paired_difference(records: Sequence[dict], variant: str, reference: str) -> dict:
+    """`variant` minus `reference` in validation accuracy over the seeds both ran, as summarize_sweep pairs a variant
+    with its group's reference, for any two variants: paired_seeds, delta, delta_low, delta_high, verdict (notebook 05).
+    """
+    _check_one_mode(records)
+    for name in (variant, reference):
+        variant_by_name(name)  # an unknown name fails here, with the choices
+    columns = ["variant", "seed", "status", _METRIC]
+    frame = pd.DataFrame([{key: r.get(key) for key in columns} for r in records], columns=columns)
+    runs, theirs = frame[frame["variant"] == variant], frame[frame["variant"] == reference]
+    if runs.empty:
+        return {"paired_seeds": 0, "delta": math.nan, "delta_low": math.nan, "delta_high": math.nan,
+                "verdict": f"no run of {variant} yet"}
+    return _paired_difference(runs, theirs)
+
+
 def plot_sweep(records: Sequence[dict], groups: Iterable[str] | None = None) -> Figure:
     """Bar chart per group: mean accuracy per variant, ±1 std error bars over seeds, a dotted chance line (notebook 05)."""
     import matplotlib.pyplot as plt
