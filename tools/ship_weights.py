@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     WEIGHTS.mkdir(exist_ok=True)
     atomic_write(WEIGHTS / f"{stem}.pt", lambda f: f.write(blob))
     card = {"file": f"{stem}.pt", "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob), "dtype": "float16",
-            "recipe": recipe.to_dict(), "seed": state["seed"], "source": f"notebook 03 in full mode ({args.checkpoint.name})"}
+            "recipe": recipe.to_dict(), "seed": state["seed"],
+            "source": f"a full-mode run of the recipe, as notebook 03 trains it ({args.checkpoint})"}
     atomic_write_json(WEIGHTS / f"{stem}.json", {**card, "data": "pending"})  # load_shipped checks the hash first
     shipped = load_shipped(recipe.name)
     data = load_cifar10()
