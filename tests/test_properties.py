@@ -192,6 +192,8 @@ def model_problems(preset: str, overrides: dict) -> tuple[set[str], dict]:
         bad.add("dropout")
     if not is_real(c["width"]) or not 0 < c["width"] < math.inf:
         bad.add("width")
+    elif "conv_channels" not in bad and min(round(ch * c["width"]) for ch in c["conv_channels"]) < 1:
+        bad.add("width")  # a layer rounded to no channel
     if not bad and not fits(c):  # the config itself is built (and checked) before num_conv is applied
         bad.add("input_size")
     if num_conv is not None and (not is_int(num_conv) or not 3 <= num_conv <= (n or 5)):
