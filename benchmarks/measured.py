@@ -18,6 +18,16 @@ from helpers.ablation.store import sweep_records
 from helpers.training.recipes import recorded_fields
 
 START, END = "<!-- MEASURED -->", "<!-- /MEASURED -->"
+RECIPES_START, RECIPES_END = "<!-- RECIPES -->", "<!-- /RECIPES -->"
+
+# What each recipe is for: the one column of the recipe table that is prose, not a field of the recipe.
+MEANT_FOR = {
+    "upstream": "reproducing the upstream repository",
+    "cpu": "a laptop / 2-core CPU (chosen on the validation split: [notebook 06](notebooks/06_performance.ipynb), "
+           "section 7)",
+    "cpu_v1": "the course's first CPU recipe, kept to time old and new side by side",
+    "gpu": "one CUDA GPU (**not yet measured on a GPU**)",
+}
 
 
 def _mean_std(values: list[float], fmt: str = ".2f") -> str:
@@ -105,6 +115,56 @@ def recipe_rows(results: Path) -> list[str]:
     return rows
 
 
+def unfinished_lines(results: Path) -> list[str]:
+    """Full-mode runs of time_to_accuracy_*.json that stopped before their last epoch, epoch by epoch, never as a row."""
+    lines = []
+    for path in sorted(results.glob("time_to_accuracy_*.json")):
+        for r in read_records(path):
+            if r["reduced_mode"] or r.get("complete", True) or not r.get("history"):
+                continue
+            history = r["history"]
+            epochs = "; ".join(f"{h['epoch']}: {h['test_acc']:.2f} ({h['train_seconds_total']:,.0f} s)" for h in history)
+            best = max(history, key=lambda h: h["test_acc"])
+            reached = next((h["epoch"] for h in history if h["test_acc"] >= 81.37), None)
+            fastest = min(h["train_seconds"] for h in history)
+            lines += [
+                f"Unfinished: {recipe_label(r['recipe'])}, seed {r['seed']} ({path.name}), stopped after epoch "
+                f"{history[-1]['epoch']} of {r['recipe']['epochs']} ({_cell(r['device'])}; {r['data']}; "
+                f"{r['date'][:10]}). Test accuracy % after each epoch (cumulative training seconds): {epochs}. Best "
+                f"{best['test_acc']:.2f} (epoch {best['epoch']}); 81.37% "
+                + (f"first reached after epoch {reached}" if reached else "not reached in these epochs")
+                + f". The seconds are not a timing of the recipe: the machine did other work meanwhile (its least "
+                f"disturbed epoch took {fastest:,.0f} s).",
+                "",
+            ]
+    return lines
+
+
+def recipe_table() -> str:
+    """The README's recipe table, written from the recipes and presets themselves (so it cannot disagree with them)."""
+    from helpers.models import build_model
+    from helpers.models.alexnet import PRESETS
+    from helpers.training.recipes import RECIPES
+
+    rows = ["| recipe | model | input | training | meant for |", "| --- | --- | --- | --- | --- |"]
+    for name, r in RECIPES.items():
+        config = PRESETS[r.model]
+        dropout = r.model_overrides.get("dropout", config.dropout)
+        params = sum(p.numel() for p in build_model(r.model, **r.model_overrides).parameters())
+        model = (f"`{r.model}`: {len(config.conv_channels)} conv ({'-'.join(map(str, config.conv_channels))}), "
+                 f"{config.fc_layers} FC ({config.fc_size} wide), {config.norm} norm, "
+                 f"{'no dropout' if not dropout else f'dropout {dropout}'}; {params / 1e6:.2f} M params")
+        size = config.input_size
+        optimizer = (f"Adam {r.lr:g}, betas {r.betas}" if r.optimizer == "adam" else
+                     f"SGD{' Nesterov' if r.nesterov else ''} {r.lr:g}, momentum {r.momentum:g}")
+        training = (f"{optimizer}, weight decay {r.weight_decay:g}, {r.schedule} schedule, batch {r.batch_size}, "
+                    f"{r.loss} loss" + (f", label smoothing {r.label_smoothing:g}" if r.label_smoothing else "")
+                    + f", {'crop + flip' if r.augment else 'no augmentation'}, precision {r.amp}, {r.epochs} epochs")
+        rows.append(f"| `{name}` | {model} | {size}×{size}{' (upscaled)' if size != 32 else ''} | {training} "
+                    f"| {MEANT_FOR.get(name, '')} |")
+    return "\n".join([RECIPES_START, "", *rows, "", RECIPES_END])
+
+
 def data_lines(results: Path) -> list[str]:
     """Lines on the data pipeline from results/bench_data_*.json."""
     lines = []
@@ -183,6 +243,7 @@ def section(results: Path) -> str:
             *rows,
             "",
         ]
+    lines += unfinished_lines(results)
     lines += ablation_lines(results)
     lines += data_lines(results)
     if not rows:
@@ -191,14 +252,20 @@ def section(results: Path) -> str:
     return "\n".join(lines)
 
 
+def _replace_block(text: str, start: str, end: str, block: str, readme: Path) -> str:
+    if start not in text:
+        raise ValueError(f"{readme} has no {start} marker to write under")
+    head, rest = text.split(start, 1)
+    tail = rest.split(end, 1)[1] if end in rest else rest
+    return head + block + tail
+
+
 def write_readme_section(readme: Path, results: Path) -> None:
-    """Replace the Measured section of a README (between the markers) with one rendered from `results`."""
-    text = readme.read_text()
-    if START not in text:
-        raise ValueError(f"{readme} has no {START} marker to write under")
-    head, rest = text.split(START, 1)
-    tail = rest.split(END, 1)[1] if END in rest else rest
-    readme.write_text(head + section(results) + tail)
+    """Replace the Measured section and the recipe table of a README (between their markers) with rendered ones."""
+    text = _replace_block(readme.read_text(), START, END, section(results), readme)
+    if RECIPES_START in text:
+        text = _replace_block(text, RECIPES_START, RECIPES_END, recipe_table(), readme)
+    readme.write_text(text)
 
 
 def main() -> int:

@@ -14,7 +14,7 @@ from helpers.training.engine import History
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from measured import END, START, ablation_lines, section, write_readme_section  # noqa: E402
+from measured import END, RECIPES_END, RECIPES_START, START, ablation_lines, recipe_table, section, write_readme_section  # noqa: E402
 from time_to_accuracy import bench_recipe, summarize  # noqa: E402
 
 
@@ -183,6 +183,13 @@ def test_the_readme_shows_what_results_holds():
     committed = readme[readme.index(START):readme.index(END) + len(END)]
     assert committed == section(REPO / "results"), (
         "README.md's Measured section differs from results/: run `python benchmarks/measured.py` and commit README.md")
+
+
+def test_the_readmes_recipe_table_is_the_recipes():
+    readme = (REPO / "README.md").read_text()
+    committed = readme[readme.index(RECIPES_START):readme.index(RECIPES_END) + len(RECIPES_END)]
+    assert committed == recipe_table(), (
+        "README.md's recipe table differs from helpers.training.recipes: run `python benchmarks/measured.py` and commit")
 
 
 def test_a_stopped_time_to_accuracy_run_continues_bit_for_bit(tmp_path):

@@ -8,6 +8,7 @@ makes sense while they still hold the frozen cells.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import subprocess
@@ -299,6 +300,33 @@ def test_every_fact_has_a_source_and_every_phrase_a_reason() -> None:
     assert facts and phrases
     assert all(f.source.strip() and (f.values or f.strings) for f in facts)
     assert all(p.why.strip() for p in phrases)
+
+
+def _numbers(value: object) -> list[float]:
+    if isinstance(value, dict):
+        return [n for v in value.values() for n in _numbers(v)]
+    if isinstance(value, (list, tuple, set)):
+        return [n for v in value for n in _numbers(v)]
+    return [float(value)] if isinstance(value, (int, float)) and not isinstance(value, bool) else []
+
+
+def test_facts_read_from_the_course_settings_match_them() -> None:
+    # A fact that cites a setting of the course ("code") goes stale when the setting changes: every number the
+    # setting holds must be among the fact's values.
+    entries = [f for f in json.loads((ROOT / "tools" / "facts.json").read_text())["facts"] if "code" in f]
+    assert entries, "no fact cites a setting of the course"
+    for entry in entries:
+        where, name = entry["code"].split(":")
+        if where.endswith(".py"):
+            module = load_tool(Path(where).stem) if where.startswith("tools/") else None
+        else:
+            module = importlib.import_module(where)
+        assert module is not None, f"facts.json: {entry['what']}: cannot read {where}"
+        values = {round(float(v), 9) for v in entry["values"] if isinstance(v, (int, float))}
+        held = _numbers(getattr(module, name))
+        assert held and all(round(n, 9) in values for n in held), (
+            f"tools/facts.json: '{entry['what']}' says {sorted(values)} but {entry['code']} holds {held}: "
+            "update the fact (and the prose it backs)")
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -55,7 +55,7 @@ Exemptions: number-shaped text that is not a claim, counted in the summary under
 - code: inline code spans and fenced code blocks: what the reader types, settings and code (a count of epochs or steps
   written in prose is a claim; written as `epochs=3` it is a setting). Transcripts in fenced blocks are not read.
 - link: URLs, link targets, HTML tags and HTML comments.
-- generated: README.md's blocks that scripts write (`LAUNCH` and `MEASURED`); their tests check them.
+- generated: README.md's blocks that scripts write (`LAUNCH`, `MEASURED` and `RECIPES`); their tests check them.
 - heading: the number that opens a heading ("## 10. The upstream recipe", "# 03 — Training").
 - list: the marker of an ordered list item ("1. **forward**") or of an exercise ("**4.**").
 - reference: numbers after section, notebook, exercise, rung, chapter, figure, table, line, issue, § and similar
@@ -102,6 +102,7 @@ FACTS_FILE = ROOT / "tools" / "facts.json"
 RESULTS_DIR = ROOT / "results"
 MEASURED_START, MEASURED_END = "<!-- MEASURED -->", "<!-- /MEASURED -->"
 LAUNCH_START, LAUNCH_END = "<!-- LAUNCH -->", "<!-- /LAUNCH -->"
+RECIPES_START, RECIPES_END = "<!-- RECIPES -->", "<!-- /RECIPES -->"
 NEAR = 60  # characters each side of a number in which a fact's `near` pattern must match
 
 
@@ -1035,7 +1036,8 @@ def check_readme(path: Path, records: dict[str, Evidence], facts: list[Fact], ph
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise TruthCheckError(f"{path}: cannot be read ({err}); check the path") from None
-    generated = _between(text, MEASURED_START, MEASURED_END) + _between(text, LAUNCH_START, LAUNCH_END)
+    generated = [*_between(text, MEASURED_START, MEASURED_END), *_between(text, LAUNCH_START, LAUNCH_END),
+                 *_between(text, RECIPES_START, RECIPES_END)]
     measured = Evidence(where="records")  # written from the records by benchmarks/measured.py
     for start, end in _between(text, MEASURED_START, MEASURED_END):
         measured.add_text(text[start:end])
