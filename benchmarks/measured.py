@@ -140,6 +140,69 @@ def unfinished_lines(results: Path) -> list[str]:
     return lines
 
 
+def _epochs_to(record: dict, target: float) -> int | None:
+    return next((h["epoch"] for h in record["history"] if h["test_acc"] >= target), None)
+
+
+def side_by_side_lines(results: Path, target: float = 81.37) -> list[str]:
+    """Time to `target` on one machine in one hour: each recipe's epochs to it (its records) at the images/s that
+    the latest benchmarks/throughput.py record measured for all of them side by side."""
+    lines = []
+    for path in sorted(results.glob("throughput_*.json")):
+        records = json.loads(path.read_text())
+        if not records:
+            continue
+        t = records[-1]
+        rows = []
+        for name, rate in t["recipes"].items():
+            runs = [r for path_ in sorted(results.glob("time_to_accuracy_*.json")) for r in read_records(path_)
+                    if not r["reduced_mode"] and r["recipe"]["name"] == name
+                    and recipe_changes(r["recipe"]) == rate["overrides"]]
+            if not runs:
+                continue
+            images = round(50_000 * (1 - runs[0]["recipe"].get("validation", 0.0)))
+            epoch_s = images / rate["images_per_s"]
+            reached = [e for e in (_epochs_to(r, target) for r in runs) if e is not None]
+            unfinished = [r for r in runs if _epochs_to(r, target) is None and not r.get("complete", True)]
+            if reached:
+                epochs = statistics.median(reached)
+                when, seconds = f"{epochs:g} (median of {len(reached)} seeds)", f"{epochs * epoch_s:,.0f} s"
+            elif unfinished:
+                done = max(len(r["history"]) for r in unfinished)
+                when, seconds = f"more than {done} (not reached yet)", f"more than {done * epoch_s:,.0f} s"
+            else:
+                when, seconds = "never (complete runs)", "—"
+            label = recipe_label({**runs[0]["recipe"]})
+            rows.append((label, rate, epoch_s, when, seconds, epochs * epoch_s if reached else None,
+                         done * epoch_s if not reached and unfinished else None))
+        if len(rows) < 2:
+            continue
+        lines += [
+            f"Side by side ({_cell(t['device'])}; {t['date'][:10]}; `python benchmarks/throughput.py`, each recipe's "
+            f"training step timed in turns, median of {t['repeats']}): images/s of the model step, one epoch of the "
+            f"training images at that rate, and time to {target}% projected from the epochs each recipe's records "
+            "needed to reach it. Both projections leave out data preparation and evaluation, which cost the upscaled "
+            "recipe more.",
+            "",
+            f"| recipe | images/s | one epoch | epochs to {target}% | time to {target}% here |",
+            "| --- | --- | --- | --- | --- |",
+            *[f"| {label} | {rate['images_per_s']:,.1f} | {epoch_s:,.0f} s | {when} | {seconds} |"
+              for label, rate, epoch_s, when, seconds, _, _ in rows],
+            "",
+        ]
+        fast = [row for row in rows if row[5] is not None]
+        slow = [row for row in rows if row[5] is None and row[6] is not None]
+        if fast and slow:
+            best = min(fast, key=lambda row: row[5])
+            lines += [f"On this machine {slow[0][0]} needs more than {slow[0][6] / best[5]:,.0f} times as long as "
+                      f"{best[0]} to reach {target}%.", ""]
+        elif len(fast) >= 2:
+            a, b = sorted(fast, key=lambda row: row[5])[:2]
+            lines += [f"On this machine {b[0]} needs {b[5] / a[5]:,.1f} times as long as {a[0]} to reach {target}%.",
+                      ""]
+    return lines
+
+
 def recipe_table() -> str:
     """The README's recipe table, written from the recipes and presets themselves (so it cannot disagree with them)."""
     from helpers.models import build_model
@@ -244,6 +307,7 @@ def section(results: Path) -> str:
             "",
         ]
     lines += unfinished_lines(results)
+    lines += side_by_side_lines(results)
     lines += ablation_lines(results)
     lines += data_lines(results)
     if not rows:

@@ -14,7 +14,9 @@ from helpers.training.engine import History
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from measured import END, RECIPES_END, RECIPES_START, START, ablation_lines, recipe_table, section, write_readme_section  # noqa: E402
+from measured import (  # noqa: E402
+    END, RECIPES_END, RECIPES_START, START, ablation_lines, recipe_table, section, side_by_side_lines, unfinished_lines,
+    write_readme_section)
 from time_to_accuracy import bench_recipe, summarize  # noqa: E402
 
 
@@ -221,3 +223,64 @@ def test_a_stopped_time_to_accuracy_run_continues_bit_for_bit(tmp_path):
     assert "recorded already" in again.stdout and json.loads((tmp_path / "part.json").read_text()) == rest
     other = bench("part.json", "--stop-after", "1", "--set", "epochs=3", "lr=0.1")  # another recipe: another run
     assert len(other) == 2 and {r["recipe"]["lr"] for r in other} == {0.2, 0.1}
+
+
+def _throughput_record(rates: dict[str, tuple[float, dict]]) -> list[dict]:
+    return [{"device": "device=cpu | Test CPU", "date": "2026-12-03T00:00:00+00:00", "steps": 10, "repeats": 5,
+             "recipes": {name: {"overrides": overrides, "images_per_s": rate, "images_per_s_min": rate,
+                                "images_per_s_max": rate, "amp_dtype": "bfloat16"}
+                         for name, (rate, overrides) in rates.items()}}]
+
+
+def test_side_by_side_projects_time_to_accuracy_from_epochs_and_one_hours_rates(tmp_path):
+    # The committed records: the unfinished upstream run (never at 81.37% in its epochs) and three complete cpu runs.
+    for name in ("time_to_accuracy_upstream.json", "time_to_accuracy_cpu_vs_v1.json"):
+        (tmp_path / name).write_text((REPO / "results" / name).read_text())
+    upstream = json.loads((REPO / "results" / "time_to_accuracy_upstream.json").read_text())[0]
+    done = len(upstream["history"])
+    (tmp_path / "throughput_cpu.json").write_text(json.dumps(_throughput_record(
+        {"upstream": (100.0, {"amp": "bf16", "channels_last": True}), "cpu": (2000.0, {})})))
+    text = "\n".join(side_by_side_lines(tmp_path))
+    # 50,000 images an epoch: 500 s at 100 images/s, 25 s at 2,000.
+    assert f"| 100.0 | 500 s | more than {done} (not reached yet) | more than {done * 500:,} s |" in text
+    cpu_runs = [r for r in json.loads((REPO / "results" / "time_to_accuracy_cpu_vs_v1.json").read_text())
+                if r["recipe"]["name"] == "cpu"]
+    epochs = sorted(next(h["epoch"] for h in r["history"] if h["test_acc"] >= 81.37) for r in cpu_runs)[1]
+    assert f"| `cpu` | 2,000.0 | 25 s | {epochs} (median of 3 seeds) | {epochs * 25:,} s |" in text
+    assert f"more than {done * 500 / (epochs * 25):,.0f} times as long as `cpu`" in text
+    # A rate for overrides no record was made with matches nothing: no table from one recipe alone.
+    (tmp_path / "throughput_cpu.json").write_text(json.dumps(_throughput_record(
+        {"upstream": (100.0, {}), "cpu": (2000.0, {})})))
+    assert side_by_side_lines(tmp_path) == []
+
+
+def test_an_unfinished_run_is_shown_epoch_by_epoch_never_as_a_row(tmp_path):
+    (tmp_path / "time_to_accuracy_upstream.json").write_text(
+        (REPO / "results" / "time_to_accuracy_upstream.json").read_text())
+    record = json.loads((tmp_path / "time_to_accuracy_upstream.json").read_text())[0]
+    text = "\n".join(unfinished_lines(tmp_path))
+    last = record["history"][-1]
+    assert f"stopped after epoch {last['epoch']} of 20" in text
+    assert f"{last['epoch']}: {last['test_acc']:.2f} ({last['train_seconds_total']:,.0f} s)" in text
+    assert "| `upstream`" not in section(tmp_path)
+
+
+def test_the_throughput_command_times_recipes_in_turns_and_refuses_bad_input(tmp_path):
+    out = tmp_path / "tp.json"
+    cmd = [sys.executable, str(REPO / "benchmarks" / "throughput.py"), "--recipe", "cpu", "cpu_v1",
+           "--steps", "1", "--repeats", "2", "--out", str(out)]
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO), "HOME": str(tmp_path), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*cmd, "--set", "cpu:batch_size=32", "cpu_v1:batch_size=32"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    record = json.loads(out.read_text())[-1]
+    assert set(record["recipes"]) == {"cpu", "cpu_v1"} and record["repeats"] == 2
+    assert record["recipes"]["cpu"]["overrides"] == {"batch_size": 32} and record["recipes"]["cpu"]["images_per_s"] > 0
+    for bad, says in ((["--set", "cpu:no_such_field=1"], "no_such_field"), (["--set", "gpu:amp=off"], "RECIPE:FIELD"),
+                      (["--set", "cpu:amp"], "RECIPE:FIELD=VALUE")):
+        refused = subprocess.run([*cmd, *bad], env=env, capture_output=True, text=True, timeout=300)
+        assert refused.returncode == 2 and says in refused.stdout, refused.stdout + refused.stderr
+    out.write_text("{not json")
+    refused = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "cannot be read" in refused.stdout
+    assert out.read_text() == "{not json"
