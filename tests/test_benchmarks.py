@@ -15,8 +15,17 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from measured import (  # noqa: E402
-    END, RECIPES_END, RECIPES_START, START, ablation_lines, recipe_table, section, side_by_side_lines, unfinished_lines,
-    write_readme_section)
+    END,
+    RECIPES_END,
+    RECIPES_START,
+    START,
+    ablation_lines,
+    recipe_table,
+    section,
+    side_by_side_lines,
+    unfinished_lines,
+    write_readme_section,
+)
 from time_to_accuracy import bench_recipe, summarize  # noqa: E402
 
 
