@@ -15,7 +15,8 @@ from pathlib import Path
 from time_to_accuracy import bench_recipe, read_records
 
 from helpers.ablation.store import sweep_records
-from helpers.training.recipes import recorded_fields
+from helpers.speed.records import projected_time_to
+from helpers.training.recipes import UPSTREAM_ACCURACY, recorded_fields
 
 START, END = "<!-- MEASURED -->", "<!-- /MEASURED -->"
 RECIPES_START, RECIPES_END = "<!-- RECIPES -->", "<!-- /RECIPES -->"
@@ -125,13 +126,13 @@ def unfinished_lines(results: Path) -> list[str]:
             history = r["history"]
             epochs = "; ".join(f"{h['epoch']}: {h['test_acc']:.2f} ({h['train_seconds_total']:,.0f} s)" for h in history)
             best = max(history, key=lambda h: h["test_acc"])
-            reached = next((h["epoch"] for h in history if h["test_acc"] >= 81.37), None)
+            reached = next((h["epoch"] for h in history if h["test_acc"] >= UPSTREAM_ACCURACY), None)
             fastest = min(h["train_seconds"] for h in history)
             lines += [
                 f"Unfinished: {recipe_label(r['recipe'])}, seed {r['seed']} ({path.name}), stopped after epoch "
                 f"{history[-1]['epoch']} of {r['recipe']['epochs']} ({_cell(r['device'])}; {r['data']}; "
                 f"{r['date'][:10]}). Test accuracy % after each epoch (cumulative training seconds): {epochs}. Best "
-                f"{best['test_acc']:.2f} (epoch {best['epoch']}); 81.37% "
+                f"{best['test_acc']:.2f} (epoch {best['epoch']}); {UPSTREAM_ACCURACY:g}% "
                 + (f"first reached after epoch {reached}" if reached else "not reached in these epochs")
                 + f". The seconds are not a timing of the recipe: the machine did other work meanwhile (its least "
                 f"disturbed epoch took {fastest:,.0f} s).",
@@ -140,66 +141,44 @@ def unfinished_lines(results: Path) -> list[str]:
     return lines
 
 
-def _epochs_to(record: dict, target: float) -> int | None:
-    return next((h["epoch"] for h in record["history"] if h["test_acc"] >= target), None)
+def side_by_side_lines(results: Path, target: float = UPSTREAM_ACCURACY) -> list[str]:
+    """Time to `target` on one machine in one hour (helpers.speed.projected_time_to), as a table and a ratio."""
+    rows = projected_time_to(results, target)
+    if len(rows) < 2:
+        return []
+    t = rows[0]
 
+    def label(row: dict) -> str:
+        shown = " ".join(f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in row["overrides"].items())
+        return f"`{row['recipe']}`" + (f" with `--set {shown}`" if shown else "")
 
-def side_by_side_lines(results: Path, target: float = 81.37) -> list[str]:
-    """Time to `target` on one machine in one hour: each recipe's epochs to it (its records) at the images/s that
-    the latest benchmarks/throughput.py record measured for all of them side by side."""
-    lines = []
-    for path in sorted(results.glob("throughput_*.json")):
-        records = json.loads(path.read_text())
-        if not records:
-            continue
-        t = records[-1]
-        rows = []
-        for name, rate in t["recipes"].items():
-            runs = [r for path_ in sorted(results.glob("time_to_accuracy_*.json")) for r in read_records(path_)
-                    if not r["reduced_mode"] and r["recipe"]["name"] == name
-                    and recipe_changes(r["recipe"]) == rate["overrides"]]
-            if not runs:
-                continue
-            images = round(50_000 * (1 - runs[0]["recipe"].get("validation", 0.0)))
-            epoch_s = images / rate["images_per_s"]
-            reached = [e for e in (_epochs_to(r, target) for r in runs) if e is not None]
-            unfinished = [r for r in runs if _epochs_to(r, target) is None and not r.get("complete", True)]
-            if reached:
-                epochs = statistics.median(reached)
-                when, seconds = f"{epochs:g} (median of {len(reached)} seeds)", f"{epochs * epoch_s:,.0f} s"
-            elif unfinished:
-                done = max(len(r["history"]) for r in unfinished)
-                when, seconds = f"more than {done} (not reached yet)", f"more than {done * epoch_s:,.0f} s"
-            else:
-                when, seconds = "never (complete runs)", "—"
-            label = recipe_label({**runs[0]["recipe"]})
-            rows.append((label, rate, epoch_s, when, seconds, epochs * epoch_s if reached else None,
-                         done * epoch_s if not reached and unfinished else None))
-        if len(rows) < 2:
-            continue
-        lines += [
-            f"Side by side ({_cell(t['device'])}; {t['date'][:10]}; `python benchmarks/throughput.py`, each recipe's "
-            f"training step timed in turns, median of {t['repeats']}): images/s of the model step, one epoch of the "
-            f"training images at that rate, and time to {target}% projected from the epochs each recipe's records "
-            "needed to reach it. Both projections leave out data preparation and evaluation, which cost the upscaled "
-            "recipe more.",
-            "",
-            f"| recipe | images/s | one epoch | epochs to {target}% | time to {target}% here |",
-            "| --- | --- | --- | --- | --- |",
-            *[f"| {label} | {rate['images_per_s']:,.1f} | {epoch_s:,.0f} s | {when} | {seconds} |"
-              for label, rate, epoch_s, when, seconds, _, _ in rows],
-            "",
-        ]
-        fast = [row for row in rows if row[5] is not None]
-        slow = [row for row in rows if row[5] is None and row[6] is not None]
-        if fast and slow:
-            best = min(fast, key=lambda row: row[5])
-            lines += [f"On this machine {slow[0][0]} needs more than {slow[0][6] / best[5]:,.0f} times as long as "
-                      f"{best[0]} to reach {target}%.", ""]
-        elif len(fast) >= 2:
-            a, b = sorted(fast, key=lambda row: row[5])[:2]
-            lines += [f"On this machine {b[0]} needs {b[5] / a[5]:,.1f} times as long as {a[0]} to reach {target}%.",
-                      ""]
+    def when(row: dict) -> tuple[str, str]:
+        if row["epochs"] is not None:
+            return f"{row['epochs']:g} (median of {row['seeds']} seeds)", f"{row['seconds']:,.0f} s"
+        if row["more_than_epochs"] is not None:
+            return f"more than {row['more_than_epochs']} (not reached yet)", f"more than {row['more_than_seconds']:,.0f} s"
+        return "never (complete runs)", "—"
+
+    lines = [
+        f"Side by side ({_cell(t['device'])}; {t['date'][:10]}; `python benchmarks/throughput.py`, each recipe's "
+        f"training step timed in turns, median of {t['repeats']}): images/s of the model step, one epoch of the "
+        f"training images at that rate, and time to {target}% projected from the epochs each recipe's records "
+        "needed to reach it. Both projections leave out data preparation and evaluation, which cost the upscaled "
+        "recipe more.",
+        "",
+        f"| recipe | images/s | one epoch | epochs to {target}% | time to {target}% here |",
+        "| --- | --- | --- | --- | --- |",
+        *[f"| {label(r)} | {r['images_per_s']:,.1f} | {r['epoch_s']:,.0f} s | {' | '.join(when(r))} |" for r in rows],
+        "",
+    ]
+    fast = sorted((r for r in rows if r["seconds"] is not None), key=lambda r: r["seconds"])
+    slow = [r for r in rows if r["more_than_seconds"] is not None]
+    if fast and slow:
+        lines += [f"On this machine {label(slow[0])} needs more than {slow[0]['more_than_seconds'] / fast[0]['seconds']:,.0f} "
+                  f"times as long as {label(fast[0])} to reach {target}%.", ""]
+    elif len(fast) >= 2:
+        lines += [f"On this machine {label(fast[1])} needs {fast[1]['seconds'] / fast[0]['seconds']:,.1f} times as long "
+                  f"as {label(fast[0])} to reach {target}%.", ""]
     return lines
 
 

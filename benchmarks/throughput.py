@@ -79,7 +79,8 @@ def main() -> int:
         "device": describe_device(device),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "steps": args.steps, "repeats": args.repeats,
-        "recipes": {r.name: {"overrides": changes[r.name], "model": r.model, "batch_size": r.batch_size,
+        "recipes": {r.name: {"overrides": changes[r.name], "model": r.model, "model_overrides": dict(r.model_overrides),
+                             "batch_size": r.batch_size,
                              "amp": r.amp, "channels_last": r.channels_last,
                              **{k: float(row[k]) for k in ("images_per_s", "images_per_s_min", "images_per_s_max")},
                              "amp_dtype": row["amp_dtype"]}

@@ -235,9 +235,15 @@ def test_a_stopped_time_to_accuracy_run_continues_bit_for_bit(tmp_path):
 
 
 def _throughput_record(rates: dict[str, tuple[float, dict]]) -> list[dict]:
+    from helpers.training import get_recipe
+
+    recipes = {name: get_recipe(name, reduced=False, **overrides) for name, (_, overrides) in rates.items()}
     return [{"device": "device=cpu | Test CPU", "date": "2026-12-03T00:00:00+00:00", "steps": 10, "repeats": 5,
-             "recipes": {name: {"overrides": overrides, "images_per_s": rate, "images_per_s_min": rate,
-                                "images_per_s_max": rate, "amp_dtype": "bfloat16"}
+             "recipes": {name: {"overrides": overrides, "model": recipes[name].model,
+                                "model_overrides": dict(recipes[name].model_overrides),
+                                "batch_size": recipes[name].batch_size, "amp": recipes[name].amp,
+                                "channels_last": recipes[name].channels_last, "images_per_s": rate,
+                                "images_per_s_min": rate, "images_per_s_max": rate, "amp_dtype": "bfloat16"}
                          for name, (rate, overrides) in rates.items()}}]
 
 

@@ -16,6 +16,7 @@ from .measure import (
 from .records import (
     benchmark_runs,
     plot_time_to_accuracy,
+    projected_time_to,
     recipe_name,
     recipe_search_table,
     side_by_side_ratios,

@@ -149,3 +149,52 @@ def side_by_side_ratios(records: Sequence[dict], names: Sequence[str],
                              "median ratio": statistics.median(per_seed.values()), "seeds": len(per_seed),
                              "per seed": ", ".join(f"{s}: {x:.2f}" for s, x in sorted(per_seed.items()))})
     return pd.DataFrame(rows)
+
+
+# The recipe fields a training step's speed depends on: a throughput record matches the runs that share them.
+_STEP_FIELDS = ("model", "model_overrides", "batch_size", "amp", "channels_last")
+
+
+def projected_time_to(folder: str | os.PathLike, target: float = UPSTREAM_ACCURACY) -> list[dict]:
+    """Per recipe of the latest results/throughput_*.json record: epochs to `target` from its runs, at that rate.
+
+    Seconds recorded on other days do not compare (machines and hours differ); epochs do. Each row: recipe,
+    overrides, images/s, seconds per epoch (50,000 x (1 - validation) images), the epochs its runs needed (median
+    over seeds, or more than the epochs an unfinished run has done), and the projected seconds (notebook 06, README).
+    """
+    import statistics
+
+    folder = Path(folder)
+    rows: list[dict] = []
+    runs = [r for records in benchmark_runs(folder).values() for r in records
+            if isinstance(r["recipe"], dict) and not r.get("reduced_mode")]
+    for path in sorted(folder.glob("throughput_*.json")):
+        records = json.loads(path.read_text())
+        if not records:
+            continue
+        latest = records[-1]
+        for name, rate in latest["recipes"].items():
+            mine = [r for r in runs if r["recipe"]["name"] == name
+                    and all(_same(r["recipe"].get(k), rate.get(k)) for k in _STEP_FIELDS if k in rate)]
+            if not mine:
+                continue
+            epoch_s = round(50_000 * (1 - mine[0]["recipe"].get("validation") or 0)) / rate["images_per_s"]
+            reached = [e for e in (_epochs_to(r, target) for r in mine) if e is not None]
+            unfinished = [len(r["history"]) for r in mine if _epochs_to(r, target) is None and not r.get("complete", True)]
+            epochs = statistics.median(reached) if reached else None
+            rows.append({"recipe": name, "overrides": rate.get("overrides", {}), "device": latest["device"],
+                         "date": latest["date"], "repeats": latest["repeats"], "images_per_s": rate["images_per_s"],
+                         "epoch_s": epoch_s, "seeds": len(reached), "epochs": epochs,
+                         "more_than_epochs": None if reached or not unfinished else max(unfinished),
+                         "seconds": epochs * epoch_s if reached else None,
+                         "more_than_seconds": max(unfinished) * epoch_s if not reached and unfinished else None})
+    return rows
+
+
+def _same(a, b) -> bool:
+    # JSON turns tuples into lists and keeps dicts: compare what the record and the recipe hold, not their types
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _epochs_to(record: dict, target: float) -> int | None:
+    return next((h["epoch"] for h in record["history"] if h["test_acc"] >= target), None)
