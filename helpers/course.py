@@ -41,7 +41,7 @@ def env_flag(name: str) -> bool | None:
 
 
 def reduced_mode() -> bool:
-    """True when work should shrink for CI: ALEXNET_REDUCED wins, else whether CI is set (notebooks 04, 05, 06)."""
+    """True when work should shrink for CI: ALEXNET_REDUCED wins, else whether CI is set (notebooks 05, 06)."""
     forced = env_flag("ALEXNET_REDUCED")
     if forced is not None:
         return forced

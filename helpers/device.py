@@ -75,7 +75,7 @@ def cpuinfo_values(field: str) -> list[str]:
 
 
 def release_memory() -> None:
-    """Free unreferenced tensors and hand freed heap memory back to the OS, before a memory-hungry cell (notebooks 03, 06)."""
+    """Free unreferenced tensors and hand freed heap memory back to the OS, before a memory-hungry cell (notebook 06)."""
     import ctypes
     import gc
     import sys

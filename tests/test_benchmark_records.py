@@ -25,7 +25,7 @@ RESULTS = sorted((REPO / "results").glob("time_to_accuracy_*.json"))
 def upstream_record() -> dict:
     """A record as the background benchmark writes it: resumable fields, a key, 3 of 20 epochs done, no TTA."""
     r = record(0, [70.0], name="upstream", amp="bf16", channels_last=True)
-    r["history"] = [{"epoch": i + 1, "test_acc": a, "train_seconds_total": 500.0 * (i + 1)}
+    r["history"] = [{"epoch": i + 1, "test_acc": a, "train_seconds": 500.0, "train_seconds_total": 500.0 * (i + 1)}
                     for i, a in enumerate((60.0, 65.0, 70.0))]
     r.update(final_test_acc=70.0, final_test_acc_tta=None, train_seconds=1500.0, complete=False, epochs_done=3,
              time_to={"81.37": None, "85": None, "90": None}, time_to_tta=None,

@@ -299,5 +299,5 @@ _UPSTREAM_TIMING_BATCH_CPU = 16
 
 
 def upstream_timing_batch(device_type: str) -> int:
-    """Batch for timing the upstream model: its own 128 on a GPU, 16 on a CPU to fit a 2 GB machine (notebooks 03, 06)."""
+    """Batch for timing the upstream model: its own 128 on a GPU, 16 on a CPU to fit a 2 GB machine (notebook 06)."""
     return _UPSTREAM_TIMING_BATCH_CPU if device_type == "cpu" else RECIPES[UPSTREAM].batch_size

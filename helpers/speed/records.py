@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def benchmark_runs(folder: str | os.PathLike, pattern: str = "time_to_accuracy_*.json") -> dict[str, list[dict]]:
-    """Recorded time-to-accuracy runs from folder/pattern: file name -> records with recipe and history (notebooks 03, 06).
+    """Recorded time-to-accuracy runs from folder/pattern: file name -> records with recipe and history (notebook 06).
 
     Only the benchmark's files by default: their histories score the test set every epoch (other records
     of results/, such as the recipe search's, monitor validation).
@@ -45,7 +45,7 @@ def recipe_name(record: dict) -> str:
 
 
 def time_to_accuracy_table(records: Sequence[dict]) -> pd.DataFrame:
-    """One row per recorded run: recipe, seed, device, epochs, final accuracy, seconds, time to targets (notebooks 03, 06)."""
+    """One row per recorded run: recipe, seed, device, epochs, final accuracy, seconds, time to targets (notebook 06)."""
     import pandas as pd
 
     rows = []
@@ -70,7 +70,7 @@ def _machine_of(record: dict) -> str:
 def plot_time_to_accuracy(records: Sequence[dict], targets: Sequence[float] = (UPSTREAM_ACCURACY,),
                           metric: str = "test_acc", title: str = "time to accuracy",
                           colours: dict | None = None) -> plt.Figure:
-    """Accuracy (test, or `metric`) against cumulative training seconds, one line per run, with targets (notebooks 03, 06).
+    """Accuracy (test, or `metric`) against cumulative training seconds, one line per run, with targets (notebook 06).
 
     With `colours` (a dict, filled as it goes) every run of one recipe on one machine gets one colour and one legend
     entry; pass the same dict to several charts to keep their colours alike.
