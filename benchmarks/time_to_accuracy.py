@@ -291,6 +291,9 @@ def _main() -> int:
                    help="folder of the per-epoch checkpoints a stopped run continues from (default: runs/time_to_accuracy)")
     p.add_argument("--stop-after", type=int, metavar="N",
                    help="train at most N epochs of each run in this call; the same command continues them later")
+    p.add_argument("--restart", action="store_true",
+                   help="train from epoch 1 a run whose record stopped early and whose checkpoint is lost (the record "
+                        "of its epochs is replaced when the first epoch ends)")
     p.add_argument("--one-seed", type=int, help=argparse.SUPPRESS)
     p.add_argument("--record", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -319,6 +322,19 @@ def _main() -> int:
                 if done is not None and done.get("complete", True):
                     print(f"recipe {name}, seed {seed}: recorded already (same settings, machine and data)", flush=True)
                     continue
+                if done is not None:
+                    lost = Path(args.checkpoints) / f"{recipes[name]['name']}-seed{seed}-{done['key']}.pt"
+                    if not lost.is_file() and not args.restart:
+                        raise ValueError(
+                            f"recipe {name}, seed {seed}: its record in {out} stops after epoch {done['epochs_done']} "
+                            f"of {recipes[name]['epochs']}, but the checkpoint to continue it from, {lost}, is missing "
+                            f"(lost with a machine, or --checkpoints names another folder). Restore the checkpoint, "
+                            f"or run again with --restart to train it from epoch 1 (its record is replaced when the "
+                            f"first epoch ends)")
+                    if not lost.is_file():
+                        print(f"recipe {name}, seed {seed}: --restart: its checkpoint is lost, training from epoch 1; "
+                              f"the record of the {done['epochs_done']} epochs done is replaced when the first ends",
+                              flush=True)
                 print(f"recipe {name}, seed {seed}: fresh process", flush=True)
                 # The child rewrites `out` after every epoch; this process holds the lock for it.
                 cmd = [sys.executable, __file__, "--recipe", name, "--one-seed", str(seed), "--record", str(out),

@@ -85,6 +85,11 @@ def project_folder(name: str) -> Path:
     return (COLAB if "google.colab" in sys.modules else CACHE) / name
 
 
+def shown_path(path: Path) -> str:
+    """A path as a reader should see it: relative to the checkout when inside it (notebook 04's course_model)."""
+    return path.relative_to(CHECKOUT).as_posix() if path.is_relative_to(CHECKOUT) else str(path)
+
+
 def runs_dir() -> Path:
     """Folder for checkpoints and run records: `runs/` of a checkout, else ~/.cache/alexnet-cifar10/runs (notebook 03)."""
     return project_folder("runs")
@@ -96,8 +101,9 @@ def results_dir() -> Path:
 
 
 def course_checkpoint() -> Path:
-    """Where notebook 03 saves the course model and notebook 04 looks for it (notebooks 03, 04)."""
-    return runs_dir() / "course" / "checkpoint.pt"
+    """Where notebook 03 saves the course model and notebook 04 looks for it, one file per mode (notebooks 03, 04)."""
+    # A reduced run (pytest, a smoke test) has a file of its own: it must never replace a reader's full-mode model.
+    return runs_dir() / "course" / ("checkpoint-reduced.pt" if reduced_mode() else "checkpoint.pt")
 
 
 def seed_everything(seed: int) -> None:

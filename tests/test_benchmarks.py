@@ -222,6 +222,13 @@ def test_a_stopped_time_to_accuracy_run_continues_bit_for_bit(tmp_path):
     assert whole[0]["complete"] and whole[0]["epochs_done"] == 3 and not list((tmp_path / "ck").glob("*.pt"))
     part = bench("part.json", "--stop-after", "1")
     assert not part[0]["complete"] and part[0]["epochs_done"] == 1 and len(list((tmp_path / "ck").glob("*.pt"))) == 1
+    (checkpoint,) = (tmp_path / "ck").glob("*.pt")
+    checkpoint.rename(tmp_path / "aside.pt")  # a machine replaced: the record survives in git, the checkpoint does not
+    lost = subprocess.run([*cmd, "--out", str(tmp_path / "part.json")], capture_output=True, text=True, env=env,
+                          cwd=tmp_path)
+    assert lost.returncode == 2 and "stops after epoch 1 of 3" in lost.stdout and "--restart" in lost.stdout, lost.stdout
+    assert json.loads((tmp_path / "part.json").read_text()) == part  # never started over silently
+    (tmp_path / "aside.pt").rename(checkpoint)
     rest = bench("part.json")
     assert len(rest) == 1 and rest[0]["complete"] and len(rest[0]["epoch_ended_at"]) == 3
     untimed = [[{k: v for k, v in row.items() if "seconds" not in k and k != "images_per_s"} for row in r[0]["history"]]
@@ -232,6 +239,10 @@ def test_a_stopped_time_to_accuracy_run_continues_bit_for_bit(tmp_path):
     assert "recorded already" in again.stdout and json.loads((tmp_path / "part.json").read_text()) == rest
     other = bench("part.json", "--stop-after", "1", "--set", "epochs=3", "lr=0.1")  # another recipe: another run
     assert len(other) == 2 and {r["recipe"]["lr"] for r in other} == {0.2, 0.1}
+    for lost_checkpoint in (tmp_path / "ck").glob("*.pt"):
+        lost_checkpoint.unlink()
+    restarted = bench("part.json", "--restart", "--set", "epochs=3", "lr=0.1")  # asked for: starts over, says so
+    assert {r["recipe"]["lr"]: r["epochs_done"] for r in restarted} == {0.2: 3, 0.1: 3}
 
 
 def _throughput_record(rates: dict[str, tuple[float, dict]]) -> list[dict]:

@@ -76,6 +76,20 @@ def test_without_a_checkpoint_of_its_own_a_reader_gets_the_shipped_model(tmp_pat
     assert capsys.readouterr().out.startswith("Using the course model shipped with the course")
 
 
+def test_a_reduced_run_never_replaces_the_readers_full_mode_model(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(course, "CHECKOUT", tmp_path)
+    (tmp_path / "pyproject.toml").write_text("")  # a checkout: runs/ beside it
+    monkeypatch.setenv("ALEXNET_REDUCED", "1")
+    reduced = course.course_checkpoint()
+    monkeypatch.setenv("ALEXNET_REDUCED", "0")
+    full = course.course_checkpoint()
+    assert reduced.parent == full.parent == tmp_path / "runs" / "course" and reduced != full
+    reduced.parent.mkdir(parents=True)
+    reduced.write_bytes(b"a smoke test's checkpoint")  # full mode must not even open it
+    got = course_model("cpu")
+    assert got.source == "shipped" and "reduced-mode run" not in capsys.readouterr().out
+
+
 @pytest.mark.skipif(os.environ.get("ALEXNET_SKIP_WHEEL") == "1", reason="ALEXNET_SKIP_WHEEL=1")
 def test_the_wheel_carries_the_weights(tmp_path):
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from ..course import course_checkpoint, reduced_mode
+from ..course import course_checkpoint, reduced_mode, shown_path
 from ..data.cifar10 import Cifar10, dataset_label
 from ..models.alexnet import build_model, config_from_dict
 from ..plumbing.checks import TrainingError, lookup
@@ -89,10 +89,11 @@ def course_model(device: torch.device | str = "cpu", data: Cifar10 | None = None
             model = build_model(config_from_dict(state["model_config"]))
             load_checkpoint(path, model)
             last = state["history"][-1]
-            print(f"Using your own course model, trained by notebook 03 ({path}).")
+            print(f"Using your own course model, trained by notebook 03 ({shown_path(path)}).")
             return CourseModel(model.to(device).eval(), recipe, "notebook 03",
                                {"val_acc": last.get("val_acc"), "test_acc": last.get("test_acc")})
-        print(f"{path} is a reduced-mode run (a smoke test), so the weights shipped with the course are used instead.")
+        print(f"{shown_path(path)} is a reduced-mode run (a smoke test), so the weights shipped with the course are "
+              "used instead.")
     card = shipped_card("cpu")
     mirror = data is None or dataset_label(data.root) == card["data"]
     print(f"Using the course model shipped with the course (the {card['recipe']['name']!r} recipe, seed {card['seed']}, "
