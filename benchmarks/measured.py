@@ -129,9 +129,9 @@ def unfinished_lines(results: Path) -> list[str]:
             reached = next((h["epoch"] for h in history if h["test_acc"] >= UPSTREAM_ACCURACY), None)
             fastest = min(h["train_seconds"] for h in history)
             lines += [
-                f"Unfinished: {recipe_label(r['recipe'])}, seed {r['seed']} ({path.name}), stopped after epoch "
-                f"{history[-1]['epoch']} of {r['recipe']['epochs']} ({_cell(r['device'])}; {r['data']}; "
-                f"{r['date'][:10]}). Test accuracy % after each epoch (cumulative training seconds): {epochs}. Best "
+                f"Unfinished: {recipe_label(r['recipe'])}, seed {r['seed']} ({path.name}), recorded up to epoch "
+                f"{history[-1]['epoch']} of {r['recipe']['epochs']}, stopped or still running ({_cell(r['device'])}; "
+                f"{r['data']}; {r['date'][:10]}). Test accuracy % after each epoch (cumulative training seconds): {epochs}. Best "
                 f"{best['test_acc']:.2f} (epoch {best['epoch']}); {UPSTREAM_ACCURACY:g}% "
                 + (f"first reached after epoch {reached}" if reached else "not reached in these epochs")
                 + f". The seconds are not a timing of the recipe: the machine did other work meanwhile (its least "

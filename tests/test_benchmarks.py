@@ -286,7 +286,7 @@ def test_an_unfinished_run_is_shown_epoch_by_epoch_never_as_a_row(tmp_path):
     record = json.loads((tmp_path / "time_to_accuracy_upstream.json").read_text())[0]
     text = "\n".join(unfinished_lines(tmp_path))
     last = record["history"][-1]
-    assert f"stopped after epoch {last['epoch']} of 20" in text
+    assert f"recorded up to epoch {last['epoch']} of 20, stopped or still running" in text
     assert f"{last['epoch']}: {last['test_acc']:.2f} ({last['train_seconds_total']:,.0f} s)" in text
     assert "| `upstream`" not in section(tmp_path)
 
