@@ -175,16 +175,22 @@ def test_profile_categories_name_the_operators():
     assert category("aten::max_pool2d_with_indices") == "pooling" and category("aten::something_new") == "other"
 
 
-def test_every_recipe_search_idea_is_one_valid_change_of_the_base():
+def test_every_recipe_search_idea_is_one_valid_change_of_its_rounds_base():
     import recipe_search
 
-    base = recipe_search.idea_recipe("base").to_dict()
-    assert base["epochs"] == recipe_search.BASE_EPOCHS and base["validation"] == 0.1
-    for name in recipe_search.IDEAS:
-        changed = {k for k, v in recipe_search.idea_recipe(name).to_dict().items() if v != base[k]}
-        assert changed <= {"epochs", "batch_size", "lr", "warmup", "label_smoothing", "model_overrides", "weight_decay",
-                           "amp"}, name
-        assert len(changed - {"lr"}) <= 1 or name == "batch_512" or name == "batch_128", name
+    allowed = {"epochs", "batch_size", "lr", "warmup", "label_smoothing", "model_overrides", "weight_decay", "amp", "ema",
+               "whiten", "flip", "lookahead"}
+    for round, (base_name, epochs, ideas) in recipe_search.ROUNDS.items():
+        base = recipe_search.idea_recipe("base", round).to_dict()
+        assert base["epochs"] == epochs and base["validation"] == 0.1 and base["tta_translate"] == (round >= 2)
+        for name in ideas:
+            changed = {k for k, v in recipe_search.idea_recipe(name, round).to_dict().items() if v != base[k]}
+            assert changed <= allowed, name
+            # one idea, one change, except a batch size with its learning rate and the stacks of kept ideas
+            assert len(changed - {"lr"}) <= 1 or name.startswith(("batch_", "stack", "no_dropout_")), name
+        if "width_1.5" in ideas:  # a model change keeps the base's other model overrides
+            assert recipe_search.idea_recipe("width_1.5", round).model_overrides == {**base["model_overrides"],
+                                                                                    "width": 1.5}
     with pytest.raises(ValueError, match="unknown idea 'magic'"):
         recipe_search.idea_recipe("magic")
 

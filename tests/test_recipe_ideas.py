@@ -82,7 +82,8 @@ def test_translate_tta_scores_more_views_than_flip_tta():
     _, flip = run(tiny_recipe(epochs=1), seed=0)
     _, six = run(tiny_recipe(epochs=1, tta_translate=True), seed=0)
     assert flip.last["val_acc"] == six.last["val_acc"]  # the plain score is the same model's
-    assert "val_acc_tta" in six.last
+    assert six.last["val_acc_tta"] == flip.last["val_acc_tta"]  # flip-TTA is still reported as flip-TTA
+    assert "val_acc_tta6" in six.last and "val_acc_tta6" not in flip.last
 
 
 def test_new_fields_at_their_defaults_keep_the_keys_of_recorded_runs():

@@ -101,9 +101,13 @@ def test_recipe_search_table_compares_each_idea_with_the_base_of_its_seed():
         return {"idea": idea, "seed": seed, "val_acc": acc, "val_acc_tta": acc + 0.5, "change": change or {},
                 "recipe": {"epochs": 6}, "history": [{}] * 6}
 
+    later = {**rec("base", 0, 85.0), "round": 2}
     table = recipe_search_table([rec("base", 0, 80.0), rec("no_dropout", 0, 81.5, {"model_overrides": {"dropout": 0.0}}),
-                                 rec("lr_0.4", 1, 79.0, {"lr": 0.4})])
+                                 rec("lr_0.4", 1, 79.0, {"lr": 0.4}), later, {**rec("ema", 0, 85.5, {"ema": 0.99}),
+                                                                             "round": 2}])
     assert list(table["vs base (points)"][:2]) == [0.0, 1.5] and pd_isna(table["vs base (points)"][2])
+    assert list(table["vs base (points)"][3:]) == [0.0, 0.5]  # each round against its own base
+    assert list(table["round"]) == [1, 1, 1, 2, 2]
     assert table["change"][1] == "model_overrides={'dropout': 0.0}" and table["change"][0] == "-"
     assert set(table["epochs"]) == {6}
 

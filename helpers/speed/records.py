@@ -111,17 +111,20 @@ def plot_time_to_accuracy(records: Sequence[dict], targets: Sequence[float] = (U
 
 
 def recipe_search_table(records: Sequence[dict]) -> pd.DataFrame:
-    """The recipe search's log: each idea's change, validation accuracy and difference to the base of its seed (notebook 06)."""
+    """The recipe search's log: each idea's change, validation accuracy and difference to the base of its round and seed
+    (notebook 06)."""
     import pandas as pd
 
-    reference = {r["seed"]: r["val_acc"] for r in records if r["idea"] == "base"}
+    reference = {(r.get("round", 1), r["seed"]): r["val_acc"] for r in records if r["idea"] == "base"}
     rows = []
     for r in records:
         epochs = len(r.get("history") or []) or r["recipe"]["epochs"]
         change = ", ".join(f"{k}={v}" for k, v in r["change"].items()) or "-"
-        rows.append({"idea": r["idea"], "change": change, "seed": r["seed"], "epochs": epochs,
-                     "val_acc %": r["val_acc"], "flip-TTA %": r.get("val_acc_tta"),
-                     "vs base (points)": r["val_acc"] - reference[r["seed"]] if r["seed"] in reference else None})
+        base = reference.get((r.get("round", 1), r["seed"]))
+        rows.append({"round": r.get("round", 1), "idea": r["idea"], "change": change, "seed": r["seed"],
+                     "epochs": epochs, "val_acc %": r["val_acc"], "flip-TTA %": r.get("val_acc_tta"),
+                     "six-view TTA %": r.get("val_acc_tta6"), "train s": r.get("train_seconds"),
+                     "vs base (points)": None if base is None else r["val_acc"] - base})
     return pd.DataFrame(rows)
 
 

@@ -125,10 +125,10 @@ def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 @torch.no_grad()
 def _eval_outputs(model: nn.Module, loader: Iterable, device: torch.device, dtype: torch.dtype | None, tta: bool,
                   translate: bool = False):
-    """Yield (logits, test-time-augmented probabilities or None, labels) per batch in eval mode.
+    """Yield (logits, flip-TTA probabilities or None, six-view probabilities or None, labels) per batch in eval mode.
 
-    Flip-TTA averages the softmax of each image and its mirror; with `translate`, as airbench does, that average for the
-    image counts half and the same for the image moved one pixel up-left and one down-right a quarter each.
+    Flip-TTA averages the softmax of each image and its mirror; with `translate`, as airbench does, the six-view average
+    counts that pair half and the same pair for the image moved one pixel up-left and one down-right a quarter each.
     """
     def both(views: torch.Tensor, plain: torch.Tensor | None = None) -> torch.Tensor:
         with autocast(device, dtype):
@@ -140,12 +140,11 @@ def _eval_outputs(model: nn.Module, loader: Iterable, device: torch.device, dtyp
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with autocast(device, dtype):
                 logits = model(x).float()
-            probs = None
-            if tta:
-                probs = both(x, logits)
-                if translate:
-                    probs = 0.5 * probs + 0.25 * both(_shifted(x, -1, -1)) + 0.25 * both(_shifted(x, 1, 1))
-            yield logits, probs, y
+            flip = both(x, logits) if tta else None
+            six = None
+            if tta and translate:
+                six = 0.5 * flip + 0.25 * both(_shifted(x, -1, -1)) + 0.25 * both(_shifted(x, 1, 1))
+            yield logits, flip, six, y
 
 
 def predict(model: nn.Module, loader: Iterable, *, tta: bool = False, translate: bool = False,
@@ -154,16 +153,17 @@ def predict(model: nn.Module, loader: Iterable, *, tta: bool = False, translate:
     (notebook 04)."""
     device = torch.device(device) if device is not None else next(model.parameters()).device
     probs, labels = [], []
-    for logits, tta_probs, y in _eval_outputs(model, loader, device, amp_dtype(amp, device), tta, translate):
-        probs.append(logits.softmax(1) if tta_probs is None else tta_probs)
+    for logits, flip, six, y in _eval_outputs(model, loader, device, amp_dtype(amp, device), tta, translate):
+        probs.append(six if six is not None else flip if flip is not None else logits.softmax(1))
         labels.append(y)
     return torch.cat(probs).cpu(), torch.cat(labels).cpu()
 
 
 def evaluate(model: nn.Module, loader: Iterable, recipe: Recipe, device: torch.device, split: str = "val") -> dict:
-    """Loss (the recipe's, no smoothing), accuracy and flip-TTA accuracy on a split, keys named after it (notebook 03's fit)."""
-    sums = torch.zeros(4, dtype=torch.float64)  # loss, correct, correct with TTA, images
-    for logits, tta_probs, y in _eval_outputs(model, loader, device, amp_dtype(recipe.amp, device), recipe.tta,
+    """Loss (the recipe's, no smoothing), accuracy, flip-TTA accuracy (`_tta`) and, with `recipe.tta_translate`, six-view
+    TTA accuracy (`_tta6`) on a split, keys named after it (notebook 03's fit)."""
+    sums = torch.zeros(5, dtype=torch.float64)  # loss, correct, correct with flip-TTA, with six views, images
+    for logits, flip, six, y in _eval_outputs(model, loader, device, amp_dtype(recipe.amp, device), recipe.tta,
                                               recipe.tta_translate):
         if not torch.isfinite(logits).all():
             name = "validation" if split == "val" else split
@@ -171,13 +171,17 @@ def evaluate(model: nn.Module, loader: Iterable, recipe: Recipe, device: torch.d
                                 f"learning rate, add warm-up, or switch off fp16")
         sums[0] += compute_loss(recipe.loss, logits, y).item() * len(y)
         sums[1] += (logits.argmax(1) == y).sum().item()
-        if tta_probs is not None:
-            sums[2] += (tta_probs.argmax(1) == y).sum().item()
-        sums[3] += len(y)
-    loss_sum, correct, correct_tta, n = dist.all_reduce_sum(sums.to(device)).tolist()  # each process scored its share
+        if flip is not None:
+            sums[2] += (flip.argmax(1) == y).sum().item()
+        if six is not None:
+            sums[3] += (six.argmax(1) == y).sum().item()
+        sums[4] += len(y)
+    loss_sum, correct, correct_flip, correct_six, n = dist.all_reduce_sum(sums.to(device)).tolist()  # each its share
     out = {f"{split}_loss": loss_sum / n, f"{split}_acc": 100.0 * correct / n}
     if recipe.tta:
-        out[f"{split}_acc_tta"] = 100.0 * correct_tta / n
+        out[f"{split}_acc_tta"] = 100.0 * correct_flip / n
+    if recipe.tta and recipe.tta_translate:
+        out[f"{split}_acc_tta6"] = 100.0 * correct_six / n
     return out
 
 

@@ -144,7 +144,7 @@ FIELD_HELP = {
     "channels_last": "NHWC memory format for images and weights",
     "compile": "torch.compile the model",
     "tta": "also report accuracy averaged with mirrored test images",
-    "tta_translate": "with tta, also average over the images shifted by one pixel (airbench's 6 views)",
+    "tta_translate": "with tta, also score the six-view average over images shifted by one pixel (airbench's; _tta6)",
     "flip": "training flips: random each epoch, or alternate (random in epoch 1, then each image flipped every other epoch)",
     "ema": "evaluate an exponential moving average of the weights with this decay per step (0: off)",
     "lookahead": "Lookahead: every this many steps, pull the weights halfway back to their slow copy (0: off)",
