@@ -112,6 +112,24 @@ def test_recipe_search_table_compares_each_idea_with_the_base_of_its_seed():
     assert set(table["epochs"]) == {6}
 
 
+def test_search_verdicts_read_a_round_against_its_base_and_say_how_many_seeds_back_it():
+    from helpers.speed import search_verdicts
+
+    def rec(idea, seed, acc, change=None, seconds=100.0, round=2):
+        return {"idea": idea, "round": round, "seed": seed, "val_acc": acc, "val_acc_tta": acc + 0.5,
+                "val_acc_tta6": acc + 0.8, "change": change or {}, "train_seconds": seconds}
+
+    records = [rec("base", 0, 80.0), rec("base", 1, 80.2), rec("ema", 0, 81.5, {"ema": 0.99}, 101.0),
+               rec("ema", 1, 81.3, {"ema": 0.99}, 103.0), rec("whiten", 0, 80.4, {"whiten": True}, 90.0),
+               rec("lr", 0, 70.0, {"lr": 9}, round=1)]
+    table = search_verdicts(records, round=2)
+    rows = {line.split("|")[1].strip(): line for line in table.splitlines()[2:]}
+    assert set(rows) == {"`ema`", "`whiten`"}  # round 1's ideas are not this round's
+    assert "+1.30" in rows["`ema`"] and "a gain over 2 seeds" in rows["`ema`"] and "1.02x" in rows["`ema`"]
+    assert "+0.40" in rows["`whiten`"] and "within noise at one seed: a screen" in rows["`whiten`"]
+    assert "0.90x" in rows["`whiten`"]
+
+
 def pd_isna(value) -> bool:
     import pandas as pd
 

@@ -19,6 +19,7 @@ from .records import (
     projected_time_to,
     recipe_name,
     recipe_search_table,
+    search_verdicts,
     side_by_side_ratios,
     time_to_accuracy_table,
 )

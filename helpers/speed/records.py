@@ -128,6 +128,36 @@ def recipe_search_table(records: Sequence[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def search_verdicts(records: Sequence[dict], round: int, effect: float = 1.0) -> str:
+    """A Markdown table of one search round: each idea's mean validation gain over its seed's base, and what it means
+    with the seeds it has (notebook 06)."""
+    import statistics
+
+    runs = [r for r in records if r.get("round", 1) == round]
+    base = {r["seed"]: r for r in runs if r["idea"] == "base"}
+    lines = ["| idea | change | seeds | val_acc gain (points) | flip-TTA gain | six-view TTA gain | training s vs base | "
+             "reading |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for idea in dict.fromkeys(r["idea"] for r in runs if r["idea"] != "base"):
+        pairs = [(r, base[r["seed"]]) for r in runs if r["idea"] == idea and r["seed"] in base]
+        if not pairs:
+            continue
+        mean = statistics.mean(r["val_acc"] - b["val_acc"] for r, b in pairs)
+        seconds = statistics.median(r["train_seconds"] / b["train_seconds"] for r, b in pairs)
+        size = "a gain" if mean >= effect else "a loss" if mean <= -effect else "within noise"
+        reading = f"{size} at one seed: a screen, not a finding" if len(pairs) == 1 else f"{size} over {len(pairs)} seeds"
+        change = ", ".join(f"{k}={v}" for k, v in pairs[0][0]["change"].items())
+        lines.append(f"| `{idea}` | {change} | {len(pairs)} | {mean:+.2f} | {_mean_gain(pairs, 'val_acc_tta')} | "
+                     f"{_mean_gain(pairs, 'val_acc_tta6')} | {seconds:.2f}x | {reading} |")
+    return "\n".join(lines)
+
+
+def _mean_gain(pairs: Sequence[tuple[dict, dict]], key: str) -> str:
+    import statistics
+
+    xs = [r[key] - b[key] for r, b in pairs if r.get(key) is not None and b.get(key) is not None]
+    return f"{statistics.mean(xs):+.2f}" if xs else "-"
+
+
 def side_by_side_ratios(records: Sequence[dict], names: Sequence[str],
                         targets: Sequence[str] = (f"{UPSTREAM_ACCURACY:g}", "85")) -> pd.DataFrame:
     """Each recipe's seconds to each target and to its last epoch over the first recipe's, per seed, one machine (notebook 06)."""
