@@ -95,6 +95,7 @@ def run_idea(name: str, seed: int, data, round: int = ROUND) -> dict:
     """Train one idea for one seed; the record holds the per-epoch validation accuracy and seconds."""
     import torch
 
+    from helpers.data.cifar10 import dataset_label
     from helpers.device import describe_device, pick_device
     from helpers.training import evaluate, recipe_loaders, train
 
@@ -112,7 +113,8 @@ def run_idea(name: str, seed: int, data, round: int = ROUND) -> dict:
         six = evaluate(model, val, recipe.replace(tta_translate=True), device)["val_acc_tta6"]
     return {"idea": name, "round": round, "change": ROUNDS[round][2][name], "seed": seed, "key": key(name, seed, recipe),
             "recipe": recipe.to_dict(),
-            "device": describe_device(device), "torch": torch.__version__, "load_average": os.getloadavg(),
+            "device": describe_device(device), "torch": torch.__version__, "data": dataset_label(),
+            "load_average": os.getloadavg(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "val_acc": history.last["val_acc"], "val_acc_tta": history.last.get("val_acc_tta"),
             "val_acc_tta6": six,
