@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -92,9 +93,12 @@ def test_two_gloo_processes_match_one_process_and_resume_exactly(tmp_path):
     # 2 points of accuracy on the 1,000 test images and 0.02 in test loss (measured: 0.4 and < 0.001).
     assert abs(m1["test_acc"] - m2["test_acc"]) <= 2.0, (m1["test_acc"], m2["test_acc"])
     assert abs(m1["test_loss"] - m2["test_loss"]) <= 0.02, (m1["test_loss"], m2["test_loss"])
-    assert m1["test_acc"] > 15.0  # it learned something (chance is 10%)
     h1, h2 = (json.loads((r / "history.json").read_text()) for r in (one, two))
     assert len(h1) == len(h2) == 3
+    # It learned something: the training loss fell and the test loss is below chance's, ln 10 (an accuracy threshold
+    # after 24 steps is at the mercy of the CPU's kernels: 14.8% on an AVX2 EPYC, above 15% on AVX-512 machines).
+    assert h1[-1]["train_loss"] < h1[0]["train_loss"], [r["train_loss"] for r in h1]
+    assert m1["test_loss"] < math.log(10), m1["test_loss"]
 
     # Stop the 2-process run after one epoch, resume it, and get the uninterrupted run's weights bit for bit.
     stopped = _run([*FLAGS, "--run-dir", str(split), "--stop-after", "1"], 2, tmp_path)

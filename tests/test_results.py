@@ -116,8 +116,9 @@ def test_search_verdicts_read_a_round_against_its_base_and_say_how_many_seeds_ba
     from helpers.speed import search_verdicts
 
     def rec(idea, seed, acc, change=None, seconds=100.0, round=2):
+        history = [{"images_per_s": 1000 / seconds}] * 3 + [{"images_per_s": 1.0}]  # one epoch paused: not counted
         return {"idea": idea, "round": round, "seed": seed, "val_acc": acc, "val_acc_tta": acc + 0.5,
-                "val_acc_tta6": acc + 0.8, "change": change or {}, "train_seconds": seconds}
+                "val_acc_tta6": acc + 0.8, "change": change or {}, "train_seconds": seconds, "history": history}
 
     records = [rec("base", 0, 80.0), rec("base", 1, 80.2), rec("ema", 0, 81.5, {"ema": 0.99}, 101.0),
                rec("ema", 1, 81.3, {"ema": 0.99}, 103.0), rec("whiten", 0, 80.4, {"whiten": True}, 90.0),

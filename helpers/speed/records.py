@@ -135,20 +135,30 @@ def search_verdicts(records: Sequence[dict], round: int, effect: float = 1.0) ->
 
     runs = [r for r in records if r.get("round", 1) == round]
     base = {r["seed"]: r for r in runs if r["idea"] == "base"}
-    lines = ["| idea | change | seeds | val_acc gain (points) | flip-TTA gain | six-view TTA gain | training s vs base | "
+    lines = ["| idea | change | seeds | val_acc gain (points) | flip-TTA gain | six-view TTA gain | s per image vs base | "
              "reading |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for idea in dict.fromkeys(r["idea"] for r in runs if r["idea"] != "base"):
         pairs = [(r, base[r["seed"]]) for r in runs if r["idea"] == idea and r["seed"] in base]
         if not pairs:
             continue
         mean = statistics.mean(r["val_acc"] - b["val_acc"] for r, b in pairs)
-        seconds = statistics.median(r["train_seconds"] / b["train_seconds"] for r, b in pairs)
+        seconds = statistics.median(_epoch_seconds(r) / _epoch_seconds(b) for r, b in pairs)
         size = "a gain" if mean >= effect else "a loss" if mean <= -effect else "within noise"
         reading = f"{size} at one seed: a screen, not a finding" if len(pairs) == 1 else f"{size} over {len(pairs)} seeds"
         change = ", ".join(f"{k}={v}" for k, v in pairs[0][0]["change"].items())
         lines.append(f"| `{idea}` | {change} | {len(pairs)} | {mean:+.2f} | {_mean_gain(pairs, 'val_acc_tta')} | "
                      f"{_mean_gain(pairs, 'val_acc_tta6')} | {seconds:.2f}x | {reading} |")
     return "\n".join(lines)
+
+
+def _epoch_seconds(record: dict) -> float:
+    """Seconds per training image: from the median epoch's speed, so that one slowed or paused epoch does not count."""
+    import statistics
+
+    rates = [row["images_per_s"] for row in record.get("history") or [] if row.get("images_per_s")]
+    if rates:
+        return 1 / statistics.median(rates)
+    return record["train_seconds"] / record["recipe"]["epochs"]  # no per-epoch speed recorded
 
 
 def _mean_gain(pairs: Sequence[tuple[dict, dict]], key: str) -> str:
