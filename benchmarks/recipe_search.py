@@ -126,7 +126,7 @@ def run_idea(name: str, seed: int, data, round: int = ROUND) -> dict:
 def main() -> None:
     from helpers.data import load_cifar10
     from helpers.plumbing.checks import lookup
-    from helpers.plumbing.files import atomic_write_json, exclusive_lock
+    from helpers.plumbing.files import Busy, exclusive_lock
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--round", type=int, default=ROUND, choices=sorted(ROUNDS), help=f"search round (default {ROUND})")
@@ -142,24 +142,37 @@ def main() -> None:
         return
     names = args.ideas or list(ideas)
     for name in names:
-        lookup("idea", name, ideas)  # a misspelt idea is refused before anything trains
+        try:
+            lookup("idea", name, ideas)  # a misspelt idea is refused before anything trains
+        except ValueError as err:
+            p.error(f"{err} (round {args.round}; --list shows them)")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    data = load_cifar10(download=False)
-    with exclusive_lock(out.with_name(f".{out.name}.lock"), f"the search log {out} (another search writes it)"):
-        records = json.loads(out.read_text()) if out.is_file() else []
-        done = {r["key"] for r in records}
-        for seed in args.seeds:
-            for name in names:
-                if key(name, seed, idea_recipe(name, args.round)) in done:
-                    continue
-                record = run_idea(name, seed, data, args.round)
-                records.append(record)
-                atomic_write_json(out, records)
-                six = f", six-view {record['val_acc_tta6']:.2f}%" if record.get("val_acc_tta6") is not None else ""
-                print(f"round {args.round} {name:16s} seed {seed}: validation {record['val_acc']:.2f}% (flip-TTA "
-                      f"{record['val_acc_tta']:.2f}%{six}) after {record['train_seconds']:.0f} s, load "
-                      f"{record['load_average'][0]:.1f}", flush=True)
+    try:
+        with exclusive_lock(out.with_name(f".{out.name}.lock"), f"the search log {out} (another search writes it)"):
+            _search(args.round, names, args.seeds, out, load_cifar10(download=False))
+    except Busy as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _search(round: int, names: list[str], seeds: list[int], out: Path, data) -> None:
+    """Run each (seed, idea) not in the log yet, rewriting the log after each run."""
+    from helpers.plumbing.files import atomic_write_json
+
+    records = json.loads(out.read_text()) if out.is_file() else []
+    done = {r["key"] for r in records}
+    for seed in seeds:
+        for name in names:
+            if key(name, seed, idea_recipe(name, round)) in done:
+                continue
+            record = run_idea(name, seed, data, round)
+            records.append(record)
+            atomic_write_json(out, records)
+            six = f", six-view {record['val_acc_tta6']:.2f}%" if record.get("val_acc_tta6") is not None else ""
+            print(f"round {round} {name:16s} seed {seed}: validation {record['val_acc']:.2f}% (flip-TTA "
+                  f"{record['val_acc_tta']:.2f}%{six}) after {record['train_seconds']:.0f} s, load "
+                  f"{record['load_average'][0]:.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -195,6 +195,20 @@ def test_every_recipe_search_idea_is_one_valid_change_of_its_rounds_base():
         recipe_search.idea_recipe("magic")
 
 
+def test_the_recipe_search_refuses_a_misspelt_idea_and_a_second_writer_before_training(tmp_path):
+    from helpers.plumbing.files import exclusive_lock
+
+    script = [sys.executable, str(REPO / "benchmarks" / "recipe_search.py"), "--out", str(tmp_path / "log.json")]
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(REPO),
+           "CIFAR10_ROOT": str(tmp_path / "no-data")}  # nothing to train on: a refusal must come first
+    typo = subprocess.run([*script, "--ideas", "base", "wihten"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert typo.returncode == 2 and "unknown idea 'wihten'" in typo.stderr and "--list" in typo.stderr, typo.stderr
+    with exclusive_lock(tmp_path / ".log.json.lock", "the log"):
+        busy = subprocess.run([*script, "--ideas", "base"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert busy.returncode == 2 and "another search writes it" in busy.stderr, busy.stderr
+    assert not (tmp_path / "log.json").exists()
+
+
 def test_the_readme_shows_what_results_holds():
     readme = (REPO / "README.md").read_text()
     committed = readme[readme.index(START):readme.index(END) + len(END)]
