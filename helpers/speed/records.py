@@ -123,7 +123,7 @@ def recipe_search_table(records: Sequence[dict]) -> pd.DataFrame:
         base = reference.get((r.get("round", 1), r["seed"]))
         rows.append({"round": r.get("round", 1), "idea": r["idea"], "change": change, "seed": r["seed"],
                      "epochs": epochs, "val_acc %": r["val_acc"], "flip-TTA %": r.get("val_acc_tta"),
-                     "six-view TTA %": r.get("val_acc_tta6"), "train s": r.get("train_seconds"),
+                     "six-view TTA %": r.get("val_acc_tta6"),
                      "vs base (points)": None if base is None else r["val_acc"] - base})
     return pd.DataFrame(rows)
 
