@@ -69,8 +69,6 @@ ROUNDS = {
     }),
 }
 ROUND = max(ROUNDS)  # the round a plain call runs
-BASE_EPOCHS = ROUNDS[ROUND][1]
-IDEAS = ROUNDS[ROUND][2]
 
 
 def idea_recipe(name: str, round: int = ROUND):
@@ -101,6 +99,7 @@ def run_idea(name: str, seed: int, data, round: int = ROUND) -> dict:
 
     recipe = idea_recipe(name, round)
     device = pick_device()
+
     def say(history, _model) -> None:  # one line per epoch, so a long search shows where it is
         row = history.last
         print(f"  {name} seed {seed} epoch {row['epoch']}/{recipe.epochs}: validation {row['val_acc']:.2f}% after "
@@ -112,9 +111,8 @@ def run_idea(name: str, seed: int, data, round: int = ROUND) -> dict:
         val = recipe_loaders(recipe, data, device=device, seed=seed).val
         six = evaluate(model, val, recipe.replace(tta_translate=True), device)["val_acc_tta6"]
     return {"idea": name, "round": round, "change": ROUNDS[round][2][name], "seed": seed, "key": key(name, seed, recipe),
-            "recipe": recipe.to_dict(),
-            "device": describe_device(device), "torch": torch.__version__, "data": dataset_label(),
-            "load_average": os.getloadavg(),
+            "recipe": recipe.to_dict(), "device": describe_device(device), "torch": torch.__version__,
+            "data": dataset_label(), "load_average": os.getloadavg(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "val_acc": history.last["val_acc"], "val_acc_tta": history.last.get("val_acc_tta"),
             "val_acc_tta6": six,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -115,13 +117,12 @@ def recipe_search_table(records: Sequence[dict]) -> pd.DataFrame:
     (notebook 06)."""
     import pandas as pd
 
-    reference = {(r.get("round", 1), r["seed"]): r["val_acc"] for r in records if r["idea"] == "base"}
+    reference = {(_round(r), r["seed"]): r["val_acc"] for r in records if r["idea"] == "base"}
     rows = []
     for r in records:
         epochs = len(r.get("history") or []) or r["recipe"]["epochs"]
-        change = ", ".join(f"{k}={v}" for k, v in r["change"].items()) or "-"
-        base = reference.get((r.get("round", 1), r["seed"]))
-        rows.append({"round": r.get("round", 1), "idea": r["idea"], "change": change, "seed": r["seed"],
+        base = reference.get((_round(r), r["seed"]))
+        rows.append({"round": _round(r), "idea": r["idea"], "change": _change_text(r["change"]) or "-", "seed": r["seed"],
                      "epochs": epochs, "val_acc %": r["val_acc"], "flip-TTA %": r.get("val_acc_tta"),
                      "six-view TTA %": r.get("val_acc_tta6"),
                      "vs base (points)": None if base is None else r["val_acc"] - base})
@@ -131,9 +132,7 @@ def recipe_search_table(records: Sequence[dict]) -> pd.DataFrame:
 def search_verdicts(records: Sequence[dict], round: int, effect: float = 1.0) -> str:
     """A Markdown table of one search round: each idea's mean validation gain over its seed's base, and what it means
     with the seeds it has (notebook 06)."""
-    import statistics
-
-    runs = [r for r in records if r.get("round", 1) == round]
+    runs = [r for r in records if _round(r) == round]
     base = {r["seed"]: r for r in runs if r["idea"] == "base"}
     lines = ["| idea | change | seeds | val_acc gain (points) | flip-TTA gain | six-view TTA gain | s per image vs base | "
              "reading |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -145,25 +144,29 @@ def search_verdicts(records: Sequence[dict], round: int, effect: float = 1.0) ->
         seconds = statistics.median(_epoch_seconds(r) / _epoch_seconds(b) for r, b in pairs)
         size = "a gain" if mean >= effect else "a loss" if mean <= -effect else "within noise"
         reading = f"{size} at one seed: a screen, not a finding" if len(pairs) == 1 else f"{size} over {len(pairs)} seeds"
-        change = ", ".join(f"{k}={v}" for k, v in pairs[0][0]["change"].items())
-        lines.append(f"| `{idea}` | {change} | {len(pairs)} | {mean:+.2f} | {_mean_gain(pairs, 'val_acc_tta')} | "
-                     f"{_mean_gain(pairs, 'val_acc_tta6')} | {seconds:.2f}x | {reading} |")
+        cost = "-" if math.isnan(seconds) else f"{seconds:.2f}x"
+        lines.append(f"| `{idea}` | {_change_text(pairs[0][0]['change'])} | {len(pairs)} | {mean:+.2f} | "
+                     f"{_mean_gain(pairs, 'val_acc_tta')} | {_mean_gain(pairs, 'val_acc_tta6')} | {cost} | {reading} |")
     return "\n".join(lines)
 
 
-def _epoch_seconds(record: dict) -> float:
-    """Seconds per training image: from the median epoch's speed, so that one slowed or paused epoch does not count."""
-    import statistics
+def _round(record: dict) -> int:
+    """A search record's round: records written before rounds existed are round 1's."""
+    return record.get("round", 1)
 
+
+def _change_text(change: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in change.items())
+
+
+def _epoch_seconds(record: dict) -> float:
+    """Seconds per training image from the median epoch's speed, so that one slowed or paused epoch does not count
+    (nan without per-epoch speeds)."""
     rates = [row["images_per_s"] for row in record.get("history") or [] if row.get("images_per_s")]
-    if rates:
-        return 1 / statistics.median(rates)
-    return record["train_seconds"] / record["recipe"]["epochs"]  # no per-epoch speed recorded
+    return 1 / statistics.median(rates) if rates else math.nan
 
 
 def _mean_gain(pairs: Sequence[tuple[dict, dict]], key: str) -> str:
-    import statistics
-
     xs = [r[key] - b[key] for r, b in pairs if r.get(key) is not None and b.get(key) is not None]
     return f"{statistics.mean(xs):+.2f}" if xs else "-"
 
@@ -171,8 +174,6 @@ def _mean_gain(pairs: Sequence[tuple[dict, dict]], key: str) -> str:
 def side_by_side_ratios(records: Sequence[dict], names: Sequence[str],
                         targets: Sequence[str] = (f"{UPSTREAM_ACCURACY:g}", "85")) -> pd.DataFrame:
     """Each recipe's seconds to each target and to its last epoch over the first recipe's, per seed, one machine (notebook 06)."""
-    import statistics
-
     import pandas as pd
 
     by = {(recipe_name(r), r["seed"], r["device"]): r for r in records}
@@ -205,8 +206,6 @@ def projected_time_to(folder: str | os.PathLike, target: float = UPSTREAM_ACCURA
     overrides, images/s, seconds per epoch (50,000 x (1 - validation) images), the epochs its runs needed (median
     over seeds, or more than the epochs an unfinished run has done), and the projected seconds (notebook 06, README).
     """
-    import statistics
-
     folder = Path(folder)
     rows: list[dict] = []
     runs = [r for records in benchmark_runs(folder).values() for r in records
