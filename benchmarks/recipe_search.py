@@ -66,6 +66,8 @@ ROUNDS = {
         # The schedule's length: the cpu recipe's own 10 epochs, and 20 for the 600 s budget.
         "epochs_10": {"epochs": 10},
         "epochs_20": {"epochs": 20},
+        # Stacks: the two ideas whose one-seed screens gained most, together.
+        "whiten+smoothing_0.2": {"whiten": True, "label_smoothing": 0.2},
     }),
 }
 ROUND = max(ROUNDS)  # the round a plain call runs
@@ -136,7 +138,7 @@ def main() -> None:
     base_name, epochs, ideas = ROUNDS[args.round]
     if args.list:
         for name, change in ideas.items():
-            print(f"{name:16s} {change or f'the {base_name} recipe at {epochs} epochs'}")
+            print(f"{name:22s} {change or f'the {base_name} recipe at {epochs} epochs'}")
         return
     names = args.ideas or list(ideas)
     for name in names:
