@@ -68,6 +68,7 @@ ROUNDS = {
         "epochs_20": {"epochs": 20},
         # Stacks: the two ideas whose one-seed screens gained most, together.
         "whiten+smoothing_0.2": {"whiten": True, "label_smoothing": 0.2},
+        "whiten+smoothing_0.2+epochs_10": {"whiten": True, "label_smoothing": 0.2, "epochs": 10},
     }),
 }
 ROUND = max(ROUNDS)  # the round a plain call runs
@@ -138,7 +139,7 @@ def main() -> None:
     base_name, epochs, ideas = ROUNDS[args.round]
     if args.list:
         for name, change in ideas.items():
-            print(f"{name:22s} {change or f'the {base_name} recipe at {epochs} epochs'}")
+            print(f"{name:32s} {change or f'the {base_name} recipe at {epochs} epochs'}")
         return
     names = args.ideas or list(ideas)
     for name in names:
