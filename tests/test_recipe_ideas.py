@@ -1,8 +1,10 @@
 """The ideas the CPU recipe search tries (issue 31), each as a recipe field of the one engine: a moving average of the
-weights, Lookahead, a fixed whitening first layer, alternating flips, translate-and-flip test-time augmentation, and the
-time estimate printed before a run starts."""
+weights, Lookahead, a fixed whitening first layer, alternating flips, translate-and-flip test-time augmentation,
+low-resolution early epochs, and the time estimate printed before a run starts."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -18,7 +20,8 @@ from helpers.training.recipes import recipe_key
 from helpers.training.runs import without_timing
 
 
-@pytest.mark.parametrize("changes", [{"ema": 0.9}, {"lookahead": 3}, {"ema": 0.9, "lookahead": 2}])
+@pytest.mark.parametrize("changes", [{"ema": 0.9}, {"lookahead": 3}, {"ema": 0.9, "lookahead": 2},
+                                     {"low_res_epochs": 2, "low_res_size": 16}])
 def test_a_resumed_run_with_averaged_or_lookahead_weights_equals_the_uninterrupted_one(tmp_path, changes):
     recipe = tiny_recipe(epochs=3, **changes)
     whole_model, whole = run(recipe, seed=2)
@@ -89,7 +92,8 @@ def test_translate_tta_scores_more_views_than_flip_tta():
 def test_new_fields_at_their_defaults_keep_the_keys_of_recorded_runs():
     recipe = tiny_recipe()
     assert recipe_key(recipe) == recipe_key({k: v for k, v in recipe.to_dict().items()
-                                             if k not in ("tta_translate", "flip", "ema", "lookahead", "whiten")})
+                                             if k not in ("tta_translate", "flip", "ema", "lookahead", "whiten",
+                                                          "low_res_epochs", "low_res_size")})
     assert recipe_key(recipe) != recipe_key(recipe.replace(ema=0.9))
 
 
@@ -105,3 +109,40 @@ def test_a_run_says_how_long_it_should_take_here_before_it_starts(capsys):
     assert first.startswith("This machine should take about ") and "images/s in a short probe" in first
     _, quiet = run(tiny_recipe(epochs=2), seed=0)
     assert without_timing(quiet) == without_timing(history)  # the probe moves no random stream and no weight
+
+
+def test_low_resolution_epochs_train_on_smaller_images_then_on_full_size_ones():
+    recipe = tiny_recipe(epochs=3, low_res_epochs=2, low_res_size=16, channels_last=True)
+    seed_everything(0)
+    model = build_model(recipe.model)
+    sizes = []
+    model.features[0].register_forward_pre_hook(lambda _, args: sizes.append((model.training, *args[0].shape[-2:])))
+    train, val = tiny_loaders()
+    history = fit(model, train, val, recipe, device="cpu", progress=False)
+    trained = [s[1:] for s in sizes if s[0]]
+    steps = len(train)
+    assert trained == [(16, 16)] * (2 * steps) + [(32, 32)] * steps  # two epochs small, the last at full size
+    assert {s[1:] for s in sizes if not s[0]} == {(32, 32)}  # scored at the size the model was built for
+    assert all(math.isfinite(r["val_loss"]) for r in history)
+
+
+def test_a_smaller_input_is_pooled_to_the_heads_size_and_the_full_size_is_untouched():
+    seed_everything(0)
+    model = build_model("cifar_alexnet_small").eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), model.classifier(model.features(x)))  # no pooling at the config's size
+        small = torch.nn.functional.interpolate(x, size=(24, 24), mode="bilinear", antialias=True)
+        assert model(small).shape == (2, 10)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"low_res_epochs": 3}, "low_res_epochs must be a whole number of epochs from 0"),
+    ({"low_res_epochs": -1}, "low_res_epochs must be"),
+    ({"low_res_epochs": 1, "low_res_size": 32}, "not lower than the model's input_size=32"),
+    ({"low_res_epochs": 1, "low_res_size": 2}, "input_size=2 is too small"),
+    ({"low_res_epochs": 1, "low_res_size": 1.5}, "low_res_size must be a whole number"),
+])
+def test_impossible_low_resolution_settings_are_refused_naming_the_field(changes, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_recipe(epochs=3, **changes)

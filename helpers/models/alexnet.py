@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ..plumbing.checks import is_int, is_real, lookup, one_of
 
@@ -241,10 +242,16 @@ class AlexNet(nn.Module):
         self.config = config
         self.features = _build_features(config)
         self.classifier = _build_classifier(config)
+        self._feature_side = _feature_shape(config)[1:]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of shape (batch, num_classes) for images of shape (batch, 3, H, W) (notebook 02)."""
-        return self.classifier(self.features(x))
+        features = self.features(x)
+        if features.shape[-2:] != self._feature_side:
+            # An input of another size (a recipe's low-resolution epochs): its feature map is max-pooled to the side
+            # the head was built for, as torchvision's AlexNet pools to 6x6; at the config's input size nothing changes.
+            features = F.adaptive_max_pool2d(features, self._feature_side)
+        return self.classifier(features)
 
 
 PRESETS: dict[str, ModelConfig] = {}

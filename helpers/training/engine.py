@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from ..course import seed_everything
@@ -123,6 +124,13 @@ def _shifted(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 
 @torch.no_grad()
+def _downscale(images: torch.Tensor, size: int) -> torch.Tensor:
+    """The batch resized to size x size pixels, antialiased and in the batch's memory format (low-resolution epochs)."""
+    channels_last = images.dim() == 4 and images.is_contiguous(memory_format=torch.channels_last)
+    small = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return small.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
 def _eval_outputs(model: nn.Module, loader: Iterable, device: torch.device, dtype: torch.dtype | None, tta: bool,
                   translate: bool = False):
     """Yield (logits, flip-TTA probabilities or None, six-view probabilities or None, labels) per batch in eval mode.
@@ -355,8 +363,11 @@ def _train_one_epoch(run: _Run, loader: Iterable, epoch: int, progress: bool = T
     run.model.train()
     synchronize(run.device)
     start = time.perf_counter()
+    low_res = run.recipe.low_res_size if epoch < run.recipe.low_res_epochs else None
     for step, (x, y) in enumerate(loader):
         x, y = x.to(run.device, non_blocking=True), y.to(run.device, non_blocking=True)
+        if low_res is not None:
+            x = _downscale(x, low_res)
         try:
             loss, logits = _train_step(run, x, y)
         except torch.OutOfMemoryError as err:

@@ -50,6 +50,8 @@ class Recipe:
     ema: float = 0.0
     lookahead: int = 0
     whiten: bool = False
+    low_res_epochs: int = 0
+    low_res_size: int = 24
     validation: float = 0.1
     train_limit: int | None = None
     eval_limit: int | None = None
@@ -108,6 +110,11 @@ def check_recipe(r: Recipe) -> None:
         raise ValueError(f"ema must be a decay in [0, 1) (0: no averaging of the weights), got {r.ema!r}")
     if not (is_int(r.lookahead) and r.lookahead >= 0):
         raise ValueError(f"lookahead must be a whole number of steps >= 0 (0: off), got {r.lookahead!r}")
+    if not (is_int(r.low_res_epochs) and 0 <= r.low_res_epochs < r.epochs):
+        raise ValueError(f"low_res_epochs must be a whole number of epochs from 0 (off) to epochs - 1 = {r.epochs - 1} "
+                         f"(the last epoch trains at the size the model is scored at), got {r.low_res_epochs!r}")
+    if not (is_int(r.low_res_size) and r.low_res_size >= 1):
+        raise ValueError(f"low_res_size must be a whole number of pixels >= 1, got {r.low_res_size!r}")
     for knob in ("nesterov", "decay_norm_and_bias", "augment", "channels_last", "compile", "tta", "tta_translate",
                  "whiten"):
         if not isinstance(getattr(r, knob), bool):
@@ -118,7 +125,12 @@ def check_recipe(r: Recipe) -> None:
         raise ValueError(f"model must be a preset name from helpers.models.PRESETS, got {r.model!r}")
     if not isinstance(r.model_overrides, dict):
         raise ValueError(f"model_overrides must be a dict of model knobs, got {r.model_overrides!r}")
-    resolve_config(r.model, **r.model_overrides)  # an unknown preset or a bad model knob fails here, not in training
+    config = resolve_config(r.model, **r.model_overrides)  # an unknown preset or a bad model knob fails here
+    if r.low_res_epochs and r.low_res_size >= config.input_size:
+        raise ValueError(f"low_res_size={r.low_res_size} is not lower than the model's input_size={config.input_size}; "
+                         f"use a smaller size, or low_res_epochs=0")
+    if r.low_res_epochs:  # a size the model's poolings cannot take is refused here, not in the first step
+        resolve_config(r.model, **{**r.model_overrides, "input_size": r.low_res_size})
 
 
 # One line per field: the command line's --help (helpers.commands) reads it; a test checks every field has one.
@@ -149,6 +161,9 @@ FIELD_HELP = {
     "ema": "evaluate an exponential moving average of the weights with this decay per step (0: off)",
     "lookahead": "Lookahead: every this many steps, pull the weights halfway back to their slow copy (0: off)",
     "whiten": "first conv layer fixed to the whitening filters of the training images' patches, not trained",
+    "low_res_epochs": "the first this many epochs train on images downscaled to low_res_size, which costs fewer FLOPs "
+                      "(0: off)",
+    "low_res_size": "side in pixels of the training images in the low-resolution epochs",
     "validation": "share of the training images held out, stratified, to monitor and choose on (0: none; the test "
                   "set is then monitored, as a time-to-accuracy benchmark does)",
     "train_limit": "use only the first N training images",
@@ -202,7 +217,8 @@ def recipe_from_dict(fields: dict) -> Recipe:
 
 # Fields added since runs were recorded, with the value every earlier run had: at that value they are left out of the
 # hash, so the records made before them keep their keys.
-_ADDED_FIELDS = {"tta_translate": False, "flip": "random", "ema": 0.0, "lookahead": 0, "whiten": False}
+_ADDED_FIELDS = {"tta_translate": False, "flip": "random", "ema": 0.0, "lookahead": 0, "whiten": False,
+                 "low_res_epochs": 0, "low_res_size": 24}
 
 
 def recorded_fields(recipe: Recipe | dict) -> dict:
