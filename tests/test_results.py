@@ -129,6 +129,11 @@ def test_search_verdicts_read_a_round_against_its_base_and_say_how_many_seeds_ba
     assert "+1.30" in rows["`ema`"] and "a gain over 2 seeds" in rows["`ema`"] and "1.02x" in rows["`ema`"]
     assert "+0.40" in rows["`whiten`"] and "within noise at one seed: a screen" in rows["`whiten`"]
     assert "0.90x" in rows["`whiten`"]
+    # Low-resolution epochs run faster than the others: each resolution's median counts for its share of the epochs.
+    low = {**rec("low_res", 0, 80.1, {"low_res_epochs": 2}), "recipe": {"low_res_epochs": 2},
+           "history": [{"images_per_s": 20.0}] * 2 + [{"images_per_s": 10.0}] * 4}  # 0.05 and 0.1 s per image
+    row = search_verdicts([rec("base", 0, 80.0), low], round=2).splitlines()[2]
+    assert "0.83x" in row  # (2 x 0.05 + 4 x 0.1) / 6 = 0.0833 s per image, against the base's 0.1
 
 
 def pd_isna(value) -> bool:

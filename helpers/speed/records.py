@@ -161,9 +161,13 @@ def _change_text(change: dict) -> str:
 
 def _epoch_seconds(record: dict) -> float:
     """Seconds per training image from the median epoch's speed, so that one slowed or paused epoch does not count
-    (nan without per-epoch speeds)."""
-    rates = [row["images_per_s"] for row in record.get("history") or [] if row.get("images_per_s")]
-    return 1 / statistics.median(rates) if rates else math.nan
+    (nan without per-epoch speeds); a run with low-resolution epochs takes the median of each resolution's epochs,
+    weighted by how many epochs ran at it."""
+    rates = [row.get("images_per_s") for row in record.get("history") or []]
+    low = (record.get("recipe") or {}).get("low_res_epochs", 0)
+    parts = [[r for r in part if r] for part in (rates[:low], rates[low:])]
+    epochs = sum(len(part) for part in parts)
+    return sum(len(part) / statistics.median(part) for part in parts if part) / epochs if epochs else math.nan
 
 
 def _mean_gain(pairs: Sequence[tuple[dict, dict]], key: str) -> str:
