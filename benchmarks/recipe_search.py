@@ -93,11 +93,12 @@ def idea_recipe(name: str, round: int = ROUND):
 
 # Recipe fields added after round 2's first records: at their default they stay out of a run's key, so that the runs
 # recorded before them are still found (and not trained again).
-_LATER_FIELDS = {"low_res_epochs": 0, "low_res_size": 24}
+_LATER_FIELDS = ("low_res_epochs", "low_res_size")
 
 
 def key(name: str, seed: int, recipe) -> str:
-    fields = {k: v for k, v in recipe.to_dict().items() if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}
+    default = type(recipe)().to_dict()
+    fields = {k: v for k, v in recipe.to_dict().items() if k not in _LATER_FIELDS or v != default[k]}
     text = json.dumps([name, seed, fields], sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
 
