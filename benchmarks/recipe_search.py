@@ -69,6 +69,7 @@ ROUNDS = {
         # Stacks: the two ideas whose one-seed screens gained most, together.
         "whiten+smoothing_0.2": {"whiten": True, "label_smoothing": 0.2},
         "whiten+smoothing_0.2+epochs_10": {"whiten": True, "label_smoothing": 0.2, "epochs": 10},
+        "whiten+smoothing_0.2+epochs_20": {"whiten": True, "label_smoothing": 0.2, "epochs": 20},
         # Low-resolution early epochs (fast.ai's progressive resizing): the first half at 24x24 (0.56x the conv
         # FLOPs) or the first third at 16x16 (0.25x); the model max-pools the smaller feature map to its head's size.
         "low_res_24": {"low_res_epochs": 3, "low_res_size": 24},
