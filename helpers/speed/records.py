@@ -143,7 +143,9 @@ def search_verdicts(records: Sequence[dict], round: int, effect: float = 1.0) ->
         mean = statistics.mean(r["val_acc"] - b["val_acc"] for r, b in pairs)
         seconds = statistics.median(_epoch_seconds(r) / _epoch_seconds(b) for r, b in pairs)
         size = "a gain" if mean >= effect else "a loss" if mean <= -effect else "within noise"
-        reading = f"{size} at one seed: a screen, not a finding" if len(pairs) == 1 else f"{size} over {len(pairs)} seeds"
+        per_seed = ", ".join(f"seed {r['seed']}: {r['val_acc'] - b['val_acc']:+.2f}" for r, b in pairs)
+        reading = (f"{size} at one seed: a screen, not a finding" if len(pairs) == 1
+                   else f"{size} over {len(pairs)} seeds ({per_seed})")
         cost = "-" if math.isnan(seconds) else f"{seconds:.2f}x"
         lines.append(f"| `{idea}` | {_change_text(pairs[0][0]['change'])} | {len(pairs)} | {mean:+.2f} | "
                      f"{_mean_gain(pairs, 'val_acc_tta')} | {_mean_gain(pairs, 'val_acc_tta6')} | {cost} | {reading} |")
