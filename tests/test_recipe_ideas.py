@@ -15,7 +15,7 @@ from helpers.data import normalize
 from helpers.models import build_model
 from helpers.models.alexnet import whitening_filters
 from helpers.training import fit
-from helpers.training.engine import _shifted
+from helpers.training.engine import _eval_outputs, _shifted
 from helpers.training.recipes import recipe_key
 from helpers.training.runs import without_timing
 
@@ -146,3 +146,11 @@ def test_a_smaller_input_is_pooled_to_the_heads_size_and_the_full_size_is_untouc
 def test_impossible_low_resolution_settings_are_refused_naming_the_field(changes, message):
     with pytest.raises(ValueError, match=message):
         tiny_recipe(epochs=3, **changes)
+
+
+def test_scoring_builds_no_autograd_graph():
+    seed_everything(0)
+    model = build_model("cifar_alexnet_small")
+    _, val = tiny_loaders()
+    for outputs in _eval_outputs(model, val, torch.device("cpu"), None, tta=True, translate=True):
+        assert not any(t.requires_grad for t in outputs[:3])  # a graph per batch would cost memory and time

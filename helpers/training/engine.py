@@ -131,6 +131,7 @@ def _downscale(images: torch.Tensor, size: int) -> torch.Tensor:
     return small.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
 
+@torch.no_grad()
 def _eval_outputs(model: nn.Module, loader: Iterable, device: torch.device, dtype: torch.dtype | None, tta: bool,
                   translate: bool = False):
     """Yield (logits, flip-TTA probabilities or None, six-view probabilities or None, labels) per batch in eval mode.
