@@ -179,15 +179,25 @@ def test_every_recipe_search_idea_is_one_valid_change_of_its_rounds_base():
     import recipe_search
 
     allowed = {"epochs", "batch_size", "lr", "warmup", "label_smoothing", "model_overrides", "weight_decay", "amp", "ema",
-               "whiten", "flip", "lookahead"}
+               "whiten", "flip", "lookahead", "low_res_epochs", "low_res_size"}
     for round, (base_name, epochs, ideas) in recipe_search.ROUNDS.items():
         base = recipe_search.idea_recipe("base", round).to_dict()
         assert base["name"] == base_name and base["epochs"] == epochs and base["validation"] == 0.1
+
+        def changed(name: str) -> set[str]:
+            return {k for k, v in recipe_search.idea_recipe(name, round).to_dict().items() if v != base[k]}  # noqa: B023
+
         for name in ideas:
-            changed = {k for k, v in recipe_search.idea_recipe(name, round).to_dict().items() if v != base[k]}
-            assert changed <= allowed, name
-            # one idea, one change, except a batch size with its learning rate and the stacks of kept ideas
-            assert len(changed - {"lr"}) <= 1 or name.startswith(("batch_", "stack", "no_dropout_")), name
+            assert changed(name) <= allowed, name
+            if "+" in name:  # a stack is exactly the changes of the ideas it names, each screened on its own first
+                parts = name.split("+")
+                assert all(part in ideas for part in parts), name
+                assert ideas[name] == {k: v for part in parts for k, v in ideas[part].items()}, name
+                continue
+            # one idea, one change, except a batch size with its learning rate, a low resolution with its epochs
+            # and a longer schedule without dropout
+            rest = changed(name) - {"lr"} - ({"low_res_size"} if name.startswith("low_res_") else set())
+            assert len(rest) <= 1 or name.startswith(("batch_", "no_dropout_")), name
         if "width_1.5" in ideas:  # a model change keeps the base's other model overrides
             assert recipe_search.idea_recipe("width_1.5", round).model_overrides == {**base["model_overrides"],
                                                                                     "width": 1.5}
