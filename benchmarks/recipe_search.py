@@ -75,6 +75,17 @@ ROUNDS = {
         "low_res_24": {"low_res_epochs": 3, "low_res_size": 24},
         "low_res_16": {"low_res_epochs": 2, "low_res_size": 16},
     }),
+    # Round 3: round 2's ideas that gained at both seeds (whiten) or at one (smoothing 0.2, their stack), and the
+    # cheaper early epochs, at `cpu`'s own length, where its precision (bf16 autocast) is native: round 2 ran on a CPU
+    # without native bf16, in float32.
+    3: ("cpu", 10, {
+        "base": {},
+        "whiten": {"whiten": True},
+        "smoothing_0.2": {"label_smoothing": 0.2},
+        "whiten+smoothing_0.2": {"whiten": True, "label_smoothing": 0.2},
+        "low_res_24": {"low_res_epochs": 5, "low_res_size": 24},
+        "whiten+low_res_24": {"whiten": True, "low_res_epochs": 5, "low_res_size": 24},
+    }),
 }
 ROUND = max(ROUNDS)  # the round a plain call runs
 
@@ -97,11 +108,24 @@ def idea_recipe(name: str, round: int = ROUND):
 _LATER_FIELDS = ("low_res_epochs", "low_res_size")
 
 
-def key(name: str, seed: int, recipe) -> str:
+def key(name: str, seed: int, recipe, precision: str | None = None) -> str:
+    """The run's identity in the log; from round 3 on, the precision it trains in is part of it."""
     default = type(recipe)().to_dict()
     fields = {k: v for k, v in recipe.to_dict().items() if k not in _LATER_FIELDS or v != default[k]}
-    text = json.dumps([name, seed, fields], sort_keys=True)
+    text = json.dumps([name, seed, fields] + ([precision] if precision else []), sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def train_precision(recipe, device) -> str:
+    """What the recipe's autocast setting trains in on `device`: bfloat16 where native, else float32 (or float16)."""
+    import warnings
+
+    from helpers.device import amp_dtype
+
+    with warnings.catch_warnings():  # the training run itself gives the fallback's warning
+        warnings.simplefilter("ignore")
+        dtype = amp_dtype(recipe.amp, device)
+    return str(dtype or "torch.float32").removeprefix("torch.")
 
 
 def run_idea(name: str, seed: int, data, round: int = ROUND) -> dict:
@@ -114,6 +138,7 @@ def run_idea(name: str, seed: int, data, round: int = ROUND) -> dict:
 
     recipe = idea_recipe(name, round)
     device = pick_device()
+    precision = train_precision(recipe, device)
 
     def say(history, _model) -> None:  # one line per epoch, so a long search shows where it is
         row = history.last
@@ -125,8 +150,10 @@ def run_idea(name: str, seed: int, data, round: int = ROUND) -> dict:
     if round >= 2:  # once, on the trained model: scoring six views every epoch would cost more than the idea
         val = recipe_loaders(recipe, data, device=device, seed=seed).val
         six = evaluate(model, val, recipe.replace(tta_translate=True), device)["val_acc_tta6"]
-    return {"idea": name, "round": round, "change": ROUNDS[round][2][name], "seed": seed, "key": key(name, seed, recipe),
-            "recipe": recipe.to_dict(), "device": describe_device(device), "torch": torch.__version__,
+    return {"idea": name, "round": round, "change": ROUNDS[round][2][name], "seed": seed,
+            "key": key(name, seed, recipe, precision if round >= 3 else None),
+            "recipe": recipe.to_dict(), "device": describe_device(device), "precision": precision,
+            "torch": torch.__version__,
             "data": dataset_label(), "load_average": os.getloadavg(),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "val_acc": history.last["val_acc"], "val_acc_tta": history.last.get("val_acc_tta"),
@@ -175,9 +202,13 @@ def _search(round: int, names: list[str], seeds: list[int], out: Path, data) -> 
 
     records = json.loads(out.read_text()) if out.is_file() else []
     done = {r["key"] for r in records}
+    from helpers.device import pick_device
+
     for seed in seeds:
         for name in names:
-            if key(name, seed, idea_recipe(name, round)) in done:
+            recipe = idea_recipe(name, round)
+            precision = train_precision(recipe, pick_device()) if round >= 3 else None
+            if key(name, seed, recipe, precision) in done:
                 continue
             record = run_idea(name, seed, data, round)
             records.append(record)
