@@ -84,7 +84,6 @@ ROUNDS = {
         "smoothing_0.2": {"label_smoothing": 0.2},
         "whiten+smoothing_0.2": {"whiten": True, "label_smoothing": 0.2},
         "low_res_24": {"low_res_epochs": 5, "low_res_size": 24},
-        "whiten+low_res_24": {"whiten": True, "low_res_epochs": 5, "low_res_size": 24},
     }),
 }
 ROUND = max(ROUNDS)  # the round a plain call runs

@@ -39,6 +39,12 @@ def test_the_committed_records_pass_as_they_are(path):
     assert read_records(path)  # the upstream file is rewritten by the background run after every epoch: it passes too
 
 
+def test_records_with_and_without_the_88_percent_threshold_pass():
+    earlier = upstream_record()  # written before 88% was a threshold
+    today = {**upstream_record(), "time_to": {"81.37": None, "85": None, "88": None, "90": None}}
+    assert record_problems(earlier) == [] and record_problems(today) == []
+
+
 def test_a_run_in_progress_as_the_benchmark_writes_it_passes(tmp_path):
     out = tmp_path / "t.json"
     out.write_text(json.dumps([upstream_record(), record(1, [80.0, 82.0])]))
@@ -76,6 +82,8 @@ def test_every_optional_field_is_typed(field):
     (lambda r: r.update(complete=True), "has 3 epoch(s) of history, 'complete' true, and a recipe of 20 epochs"),
     (lambda r: r.update(final_test_acc=99.0), "has 'final_test_acc' = 99.0, but its history says 70.0"),
     (lambda r: r.update(time_to={"81.37": 1.0, "85": None, "90": None}), "has 'time_to' = "),
+    (lambda r: r.update(time_to={"81.37": None, "85": None, "88": 1.0, "90": None}), "has 'time_to' = "),
+    (lambda r: r.update(time_to={"81.37": None, "85": None}), "has 'time_to' = {"),  # neither today's nor the old set
     (lambda r: r.update(epochs_done=20), "has 'epochs_done' = 20, but its history says 3"),
     (lambda r: r["history"][1].pop("test_acc"), "has history row 1 "),
     (lambda r: r["history"][1].update(epoch=5), "has history row 1 "),

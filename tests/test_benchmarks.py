@@ -38,8 +38,8 @@ def bare_record(seed: int, accs: list[float], seconds: float = 10.0, reduced: bo
         "recipe": {"name": "cpu"}, "seed": seed, "device": "device=cpu | Test CPU", "torch": "2.x",
         "date": "2026-11-27T00:00:00+00:00", "data": "CIFAR-10 (JPEG mirror)", "reduced_mode": reduced,
         "final_test_acc": accs[-1], "final_test_acc_tta": accs[-1] + 1, "train_seconds": seconds * len(accs),
-        "time_to": {k: h.time_to(float(k)) for k in ("81.37", "85", "90")},
-        "time_to_tta": {k: h.time_to(float(k), "test_acc_tta") for k in ("81.37", "85", "90")},
+        "time_to": {k: h.time_to(float(k)) for k in ("81.37", "85", "88", "90")},
+        "time_to_tta": {k: h.time_to(float(k), "test_acc_tta") for k in ("81.37", "85", "88", "90")},
         "history": history,
     }
 
@@ -138,7 +138,14 @@ def test_a_side_by_side_file_gives_one_row_per_recipe(tmp_path):
 def test_time_to_accuracy_summary_counts_seeds_that_reached():
     text = summarize([bare_record(0, [80, 84, 86]), bare_record(1, [70, 75, 80])])
     assert "time_to     85.00%  median    30.0 s  (1/2 seeds reached)" in text
+    assert "time_to     88.00%  not reached  (0/2 seeds reached)" in text
     assert "time_to     90.00%  not reached  (0/2 seeds reached)" in text
+    earlier = bare_record(2, [80, 86, 89])  # written before 88% was a threshold: counted where it has a time
+    for table in ("time_to", "time_to_tta"):
+        earlier[table].pop("88")
+    text = summarize([bare_record(0, [80, 84, 86]), bare_record(1, [70, 85, 88]), earlier])
+    assert "time_to     88.00%  median    30.0 s  (1/2 seeds reached)" in text
+    assert "time_to     85.00%  median    20.0 s  (3/3 seeds reached)" in text
 
 
 def test_side_by_side_ratios_pair_seeds_on_the_same_machine():
