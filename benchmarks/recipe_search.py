@@ -84,6 +84,9 @@ ROUNDS = {
         "smoothing_0.2": {"label_smoothing": 0.2},
         "whiten+smoothing_0.2": {"whiten": True, "label_smoothing": 0.2},
         "low_res_24": {"low_res_epochs": 5, "low_res_size": 24},
+        # Toward the 150 s budget: fewer epochs, or larger steps (the learning rate scaled with the batch).
+        "epochs_8": {"epochs": 8},
+        "batch_512": {"batch_size": 512, "lr": 0.4},
     }),
 }
 ROUND = max(ROUNDS)  # the round a plain call runs
