@@ -26,6 +26,7 @@ MEANT_FOR = {
     "upstream": "reproducing the upstream repository",
     "cpu": "a laptop / 2-core CPU (chosen on the validation split: [notebook 06](notebooks/06_performance.ipynb), "
            "section 7)",
+    "cpu_long": "about ten minutes on a 2-core CPU with native bf16, for a higher accuracy (notebook 06, section 7)",
     "cpu_v1": "the course's first CPU recipe, kept to time old and new side by side",
     "gpu": "one CUDA GPU (**not yet measured on a GPU**)",
 }

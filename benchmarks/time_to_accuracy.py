@@ -286,7 +286,7 @@ def main() -> int:
 
 def _main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--recipe", nargs="+", default=["cpu"], help="named recipe(s): upstream, cpu, cpu_v1, gpu")
+    p.add_argument("--recipe", nargs="+", default=["cpu"], help="named recipe(s): upstream, cpu, cpu_long, cpu_v1, gpu")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", help="JSON file of records (default: results/time_to_accuracy_<recipe>.json)")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",

@@ -223,7 +223,7 @@ def test_named_recipes_and_reduced_mode(monkeypatch):
     upstream = get_recipe("upstream")
     assert (upstream.model, upstream.optimizer, upstream.lr, upstream.batch_size, upstream.loss, upstream.epochs) == (
         "upstream_3conv", "adam", 1e-4, 128, "bce_softmax", 20)
-    with pytest.raises(ValueError, match="unknown recipe 'fast'.*upstream, cpu, cpu_v1, gpu"):
+    with pytest.raises(ValueError, match="unknown recipe 'fast'.*upstream, cpu, cpu_long, cpu_v1, gpu"):
         get_recipe("fast")
 
 
