@@ -132,6 +132,12 @@ def train_precision(recipe, device) -> str:
     return str(dtype or "torch.float32").removeprefix("torch.")
 
 
+def run_key(name: str, seed: int, round: int, device) -> str:
+    """The key a run of idea `name` at `seed` has in the log on `device` (from round 3 on, with its precision)."""
+    recipe = idea_recipe(name, round)
+    return key(name, seed, recipe, train_precision(recipe, device) if round >= 3 else None)
+
+
 def run_idea(name: str, seed: int, data, round: int = ROUND) -> dict:
     """Train one idea for one seed; the record holds the per-epoch validation accuracy and seconds."""
     import torch
@@ -155,7 +161,7 @@ def run_idea(name: str, seed: int, data, round: int = ROUND) -> dict:
         val = recipe_loaders(recipe, data, device=device, seed=seed).val
         six = evaluate(model, val, recipe.replace(tta_translate=True), device)["val_acc_tta6"]
     return {"idea": name, "round": round, "change": ROUNDS[round][2][name], "seed": seed,
-            "key": key(name, seed, recipe, precision if round >= 3 else None),
+            "key": run_key(name, seed, round, device),
             "recipe": recipe.to_dict(), "device": describe_device(device), "precision": precision,
             "torch": torch.__version__,
             "data": dataset_label(), "load_average": os.getloadavg(),
@@ -202,17 +208,15 @@ def main() -> None:
 
 def _search(round: int, names: list[str], seeds: list[int], out: Path, data) -> None:
     """Run each (seed, idea) not in the log yet, rewriting the log after each run."""
+    from helpers.device import pick_device
     from helpers.plumbing.files import atomic_write_json
 
     records = json.loads(out.read_text()) if out.is_file() else []
     done = {r["key"] for r in records}
-    from helpers.device import pick_device
-
+    device = pick_device()
     for seed in seeds:
         for name in names:
-            recipe = idea_recipe(name, round)
-            precision = train_precision(recipe, pick_device()) if round >= 3 else None
-            if key(name, seed, recipe, precision) in done:
+            if run_key(name, seed, round, device) in done:
                 continue
             record = run_idea(name, seed, data, round)
             records.append(record)

@@ -174,20 +174,19 @@ UPSTREAM = "upstream"  # the repository this course grew from
 # The test accuracy the upstream repository reports for its recipe (its README): the target every comparison uses.
 UPSTREAM_ACCURACY = 81.37
 
+_CPU = Recipe(name="cpu", model="cifar_alexnet_small", model_overrides={"dropout": 0.0}, epochs=10, batch_size=256,
+              optimizer="sgd", lr=0.2, weight_decay=5e-4, schedule="onecycle", warmup=0.25, label_smoothing=0.1,
+              amp="bf16")
 RECIPES: dict[str, Recipe] = {
     UPSTREAM: Recipe(name=UPSTREAM, model="upstream_3conv", epochs=20, batch_size=128, optimizer="adam", lr=1e-4,
                      weight_decay=5e-4, decay_norm_and_bias=True, schedule="constant", loss="bce_softmax", augment=False,
                      amp="off", channels_last=False, tta=False),
     # For a 2-core CPU with bf16 (AVX512-BF16). Chosen on the validation split by benchmarks/recipe_search.py
     # (notebook 06): without dropout, which a schedule this short underfits with, 10 epochs match 13 of cpu_v1's.
-    "cpu": Recipe(name="cpu", model="cifar_alexnet_small", model_overrides={"dropout": 0.0}, epochs=10, batch_size=256,
-                  optimizer="sgd", lr=0.2, weight_decay=5e-4, schedule="onecycle", warmup=0.25, label_smoothing=0.1,
-                  amp="bf16"),
+    "cpu": _CPU,
     # `cpu` stretched to 20 epochs, for a budget of about ten minutes on a 2-core CPU with native bf16: chosen on the
     # validation split by round 3 of benchmarks/recipe_search.py (notebook 06), where no other idea beat the schedule.
-    "cpu_long": Recipe(name="cpu_long", model="cifar_alexnet_small", model_overrides={"dropout": 0.0}, epochs=20,
-                       batch_size=256, optimizer="sgd", lr=0.2, weight_decay=5e-4, schedule="onecycle", warmup=0.25,
-                       label_smoothing=0.1, amp="bf16"),
+    "cpu_long": _CPU.replace(name="cpu_long", epochs=20),
     # The course's first CPU recipe (dropout 0.25, 13 epochs), kept so that benchmarks/time_to_accuracy.py can time
     # the old and the new recipe side by side.
     "cpu_v1": Recipe(name="cpu_v1", model="cifar_alexnet_small", epochs=13, batch_size=256, optimizer="sgd", lr=0.2,
